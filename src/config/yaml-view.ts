@@ -19,7 +19,7 @@ export class YamlView {
       const what = first.message.split('\n')[0] ?? 'syntax error';
       throw new CorralError('CONFIG_INVALID', `${file}:${line}:${col}: ${what}`);
     }
-    this.root = doc.contents as Node | null;
+    this.root = doc.contents;
   }
 
   where(node: Node | null | undefined): string {

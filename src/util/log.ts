@@ -31,7 +31,7 @@ export function memoryLogger(): Logger & { entries: { level: string; msg: string
     ((a: object | string, b?: string) => {
       if (typeof a === 'string') entries.push({ level, msg: a, obj: {} });
       else entries.push({ level, msg: b ?? '', obj: a });
-    }) as LogFn;
+    });
   const logger = {
     entries,
     error: make('error'),
