@@ -1,21 +1,22 @@
 // corral's entry point: finds the verb, loads only that verb's module, parses, runs, and turns
 // errors into one line on stderr and a documented exit code.
 
-import { readFileSync } from 'node:fs';
 import { CorralError } from '../api/errors.js';
 import { parseArgs, renderHelp, UsageError } from './args.js';
 import type { CliIO, Verb } from './verb.js';
+import { packageVersion } from './version.js';
 
 /** Verb name → module loader. One file per verb under ./verbs/. */
 export const verbs: Record<string, () => Promise<{ verb: Verb }>> = {
+  agent: () => import('./verbs/agent.js'),
+  init: () => import('./verbs/init.js'),
+  join: () => import('./verbs/join.js'),
+  token: () => import('./verbs/token.js'),
+  local: () => import('./verbs/local.js'),
+  status: () => import('./verbs/status.js'),
+  ping: () => import('./verbs/ping.js'),
 };
 
-function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
-    version: string;
-  };
-  return pkg.version;
-}
 
 function makeIO(): CliIO {
   const isTTY = process.stdout.isTTY === true;
@@ -55,7 +56,7 @@ export async function main(argv: readonly string[], io: CliIO): Promise<number> 
     return first === undefined ? 2 : 0;
   }
   if (first === '--version' || first === '-V' || first === 'version') {
-    io.stdout(`corral ${version()}\n`);
+    io.stdout(`corral ${packageVersion()}\n`);
     return 0;
   }
   if (first === 'help') {

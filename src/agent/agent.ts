@@ -1,0 +1,182 @@
+// The agent: the daemon on every node. It wires the layers together: its servers (UNIX socket for
+// local clients, mutual TLS for peers), the store (hosted here on the coordinator, reached over
+// the transport elsewhere), and its membership (a session, a member key, a master campaign).
+
+import { mkdirSync } from 'node:fs';
+import { CorralError } from '../api/errors.js';
+import { RemoteStore } from '../client/remote-store.js';
+import { findNode, formatHostPort, type ClusterConfig, type NodeConfig } from '../config/cluster-config.js';
+import { loadNodeCredentials, type PemCredentials } from '../config/pki-files.js';
+import { Membership } from './membership-keeper.js';
+import { addAgentRoutes } from './routes.js';
+import { addStoreRoutes } from './store-routes.js';
+import { JoinService } from './join-service.js';
+import type { Store } from '../store/store.js';
+import { openEmbeddedStore } from '../store/embedded/index.js';
+import { RpcClient } from '../transport/client.js';
+import { RpcServer } from '../transport/server.js';
+import { systemClock, type Clock } from '../util/clock.js';
+import type { Logger } from '../util/log.js';
+
+export interface AgentOptions {
+  config: ClusterConfig;
+  node: string;
+  logger: Logger;
+  version: string;
+  clock?: Clock;
+}
+
+export type AgentState = 'starting' | 'running' | 'stopping' | 'stopped';
+
+export class Agent {
+  private stateValue: AgentState = 'starting';
+  readonly startedAt: number;
+  readonly startedAtWall: Date;
+  readonly self: NodeConfig;
+  readonly credentials: PemCredentials;
+  readonly clock: Clock;
+  private readonly server: RpcServer;
+  private store: Store | undefined;
+  private membership: Membership | undefined;
+  private join: JoinService | undefined;
+  private readonly peers = new Map<string, RpcClient>();
+  private tlsPort = 0;
+  private stopping: Promise<void> | undefined;
+  private readonly stoppedPromise: Promise<void>;
+  private resolveStopped!: () => void;
+
+  private constructor(readonly opts: AgentOptions) {
+    this.clock = opts.clock ?? systemClock;
+    this.startedAt = this.clock.now();
+    this.startedAtWall = new Date(this.clock.wallNow());
+    this.self = findNode(opts.config, opts.node);
+    this.credentials = loadNodeCredentials(opts.config.pkiDir, opts.node);
+    this.server = new RpcServer({ logger: opts.logger.child({ component: 'rpc' }) });
+    this.stoppedPromise = new Promise((resolve) => (this.resolveStopped = resolve));
+  }
+
+  get config(): ClusterConfig {
+    return this.opts.config;
+  }
+
+  get logger(): Logger {
+    return this.opts.logger;
+  }
+
+  get name(): string {
+    return this.self.name;
+  }
+
+  get state(): AgentState {
+    return this.stateValue;
+  }
+
+  get isCoordinator(): boolean {
+    return this.config.coordinator === this.name;
+  }
+
+  get version(): string {
+    return this.opts.version;
+  }
+
+  /** The store this agent uses (its own on the coordinator, a remote one elsewhere). */
+  get storeClient(): Store {
+    if (!this.store) throw new CorralError('SHUTTING_DOWN', 'the agent has no store yet');
+    return this.store;
+  }
+
+  get membershipState(): Membership | undefined {
+    return this.membership;
+  }
+
+  /** Starts an agent; resolves once it serves its socket and port (membership continues in the background). */
+  static async start(opts: AgentOptions): Promise<Agent> {
+    const agent = new Agent(opts);
+    try {
+      await agent.boot();
+    } catch (err) {
+      await agent.stop('start-up failed').catch(() => undefined);
+      throw err;
+    }
+    return agent;
+  }
+
+  private async boot(): Promise<void> {
+    const { config, logger } = this.opts;
+    mkdirSync(this.self.dataDir, { recursive: true, mode: 0o700 });
+    mkdirSync(this.self.workDir, { recursive: true });
+    if (this.isCoordinator) {
+      const embedded = await openEmbeddedStore({
+        dataDir: `${this.self.dataDir}/store`,
+        clock: this.clock,
+        logger: logger.child({ component: 'store' }),
+        snapshotEveryRecords: config.store.snapshotEveryRecords,
+      });
+      this.store = embedded;
+      addStoreRoutes(this.server, embedded);
+      logger.info({ revision: (await embedded.revision()).toString() }, 'hosting the embedded store (this node is the coordinator)');
+    } else {
+      const coordinator = findNode(config, config.coordinator);
+      const rpc = new RpcClient(
+        { kind: 'tls', host: coordinator.address.host, port: coordinator.address.port, credentials: this.credentials, serverName: coordinator.name },
+        { requestTimeoutMs: config.timings.requestTimeoutMs, connectTimeoutMs: config.timings.requestTimeoutMs },
+      );
+      this.store = new RemoteStore(rpc, `coordinator ${coordinator.name} (${formatHostPort(coordinator.address)})`, { ownsClient: true });
+    }
+    addAgentRoutes(this.server, this);
+    await this.server.listenUnix(this.self.socket, { mode: 0o600 });
+    this.tlsPort = await this.server.listenTls({ host: this.self.address.host, port: this.self.address.port, credentials: this.credentials });
+    if (this.isCoordinator && config.join) {
+      this.join = await JoinService.start(this);
+    }
+    this.membership = new Membership(this, this.storeClient);
+    this.membership.start();
+    this.stateValue = 'running';
+    logger.info(
+      { socket: this.self.socket, address: formatHostPort({ host: this.self.address.host, port: this.tlsPort }), cluster: config.cluster },
+      'agent started',
+    );
+  }
+
+  /** A client for another node's agent (mutual TLS, the peer's certificate must name it). */
+  peer(node: NodeConfig | { name: string; address: { host: string; port: number } }): RpcClient {
+    const id = `${node.name}@${node.address.host}:${node.address.port}`;
+    let client = this.peers.get(id);
+    if (!client) {
+      client = new RpcClient(
+        { kind: 'tls', host: node.address.host, port: node.address.port, credentials: this.credentials, serverName: node.name },
+        { requestTimeoutMs: this.config.timings.requestTimeoutMs, connectTimeoutMs: this.config.timings.requestTimeoutMs },
+      );
+      this.peers.set(id, client);
+    }
+    return client;
+  }
+
+  /** Resolves when the agent has stopped. */
+  stopped(): Promise<void> {
+    return this.stoppedPromise;
+  }
+
+  /**
+   * Stops cleanly: leaves the cluster (the session is revoked, so peers see this node DOWN at
+   * once), stops children, closes servers and streams, flushes and closes the store.
+   */
+  stop(reason: string): Promise<void> {
+    this.stopping ??= this.shutdown(reason);
+    return this.stopping;
+  }
+
+  private async shutdown(reason: string): Promise<void> {
+    const { logger } = this.opts;
+    this.stateValue = 'stopping';
+    logger.info({ reason }, 'agent stopping');
+    await this.membership?.stop();
+    await this.join?.close();
+    await this.server.close();
+    await Promise.all([...this.peers.values()].map((p) => p.close()));
+    await this.store?.close();
+    this.stateValue = 'stopped';
+    logger.info('agent stopped');
+    this.resolveStopped();
+  }
+}

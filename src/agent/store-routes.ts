@@ -1,0 +1,86 @@
+// The coordinator's /v1/store/* endpoints: the Store contract served to other agents and tools.
+// Every request body is validated (store-wire decoders) before it touches the store.
+
+import { CorralError } from '../api/errors.js';
+import {
+  decodeTxn,
+  encodeEvent,
+  encodeKv,
+  encodeOptionalKv,
+  encodeTxnResult,
+  int64,
+  key,
+  obj,
+  optionalInt,
+  prefix,
+  STORE_PATHS,
+  value,
+  type WireWatchEvent,
+} from '../api/store-wire.js';
+import type { Store } from '../store/store.js';
+import type { RpcRequest, RpcServer } from '../transport/server.js';
+import type { PeerIdentity } from '../transport/types.js';
+
+/** Agents (node certificates), administrators and local clients may use the store. */
+export function mayUseStore(peer: PeerIdentity): boolean {
+  return peer.kind === 'local' || (peer.kind === 'tls' && (peer.role === 'node' || peer.role === 'admin'));
+}
+
+export function addStoreRoutes(server: RpcServer, store: Store): void {
+  const post = (path: string, handler: (body: Record<string, unknown>, req: RpcRequest) => unknown): void => {
+    server.route('POST', path, (req) => handler(obj(req.body ?? {}, 'request body'), req) as Promise<unknown>, { allow: mayUseStore });
+  };
+
+  post(STORE_PATHS.get, async (b) => {
+    const r = await store.get(key(b.key));
+    return { revision: r.revision.toString(), kv: encodeOptionalKv(r.kv) };
+  });
+  post(STORE_PATHS.range, async (b) => {
+    const limit = optionalInt(b.limit, 'limit', 0, 1_000_000);
+    const r = await store.range(prefix(b.prefix), limit === undefined ? {} : { limit });
+    return { revision: r.revision.toString(), kvs: r.kvs.map(encodeKv), more: r.more };
+  });
+  post(STORE_PATHS.put, async (b) => {
+    const lease = b.lease === undefined || b.lease === null ? undefined : int64(b.lease, 'lease');
+    const r = await store.put(key(b.key), value(b.value), lease === undefined ? {} : { lease });
+    return { revision: r.revision.toString(), prev: encodeOptionalKv(r.prev) };
+  });
+  post(STORE_PATHS.delete, async (b) => {
+    const r = await store.delete(key(b.key), { prefix: b.prefix === true });
+    return { revision: r.revision.toString(), deleted: r.deleted };
+  });
+  post(STORE_PATHS.txn, async (b) => encodeTxnResult(await store.txn(decodeTxn(b))));
+  post(STORE_PATHS.leaseGrant, async (b) => {
+    const ttl = optionalInt(b.ttlSeconds, 'ttlSeconds', 1, 86_400 * 365);
+    if (ttl === undefined) throw new CorralError('BAD_REQUEST', 'ttlSeconds is required');
+    const g = await store.grantLease(ttl);
+    return { id: g.id.toString(), ttlSeconds: g.ttlSeconds };
+  });
+  post(STORE_PATHS.leaseKeepAlive, async (b) => store.keepAlive(int64(b.id, 'id')));
+  post(STORE_PATHS.leaseRevoke, async (b) => {
+    await store.revokeLease(int64(b.id, 'id'));
+    return {};
+  });
+  post(STORE_PATHS.leaseStatus, async (b) => {
+    const s = await store.leaseStatus(int64(b.id, 'id'));
+    return { id: s.id.toString(), grantedTtlSeconds: s.grantedTtlSeconds, remainingSeconds: s.remainingSeconds, keys: s.keys };
+  });
+  post(STORE_PATHS.revision, async () => ({ revision: (await store.revision()).toString() }));
+  server.route(
+    'POST',
+    STORE_PATHS.watch,
+    (req) => {
+      const b = obj(req.body ?? {}, 'request body');
+      const from = b.fromRevision === undefined || b.fromRevision === null ? undefined : int64(b.fromRevision, 'fromRevision');
+      const watch = store.watch(prefix(b.prefix), from === undefined ? { signal: req.signal } : { fromRevision: from, signal: req.signal });
+      return (async function* (): AsyncGenerator<WireWatchEvent> {
+        try {
+          for await (const event of watch) yield encodeEvent(event);
+        } finally {
+          watch.close();
+        }
+      })();
+    },
+    { allow: mayUseStore },
+  );
+}

@@ -1,0 +1,73 @@
+import { commonOptions, flag, str, type VerbSpec } from '../args.js';
+import type { Verb } from '../verb.js';
+
+const spec: VerbSpec = {
+  name: 'agent',
+  summary: 'run the corral agent (the daemon) for one node, in the foreground',
+  usage: 'agent --config FILE --node NAME [--log-level LEVEL]',
+  options: [
+    commonOptions.config,
+    { name: 'node', short: 'n', type: 'string', value: 'NAME', description: "this node's name in the configuration" },
+    { name: 'log-level', type: 'string', value: 'LEVEL', description: 'debug, info (default), warn or error; also $CORRAL_LOG_LEVEL' },
+    { name: 'pretty', type: 'boolean', description: 'readable log lines even when stderr is not a terminal' },
+    commonOptions.help,
+  ],
+  details: `The agent serves local clients on its UNIX socket (mode 0600) and peers on its TCP address
+(HTTP/2 over TLS 1.3, both sides authenticated under the cluster's CA). On the coordinator it also
+hosts the embedded store. It logs JSON lines to stderr, or readable lines on a terminal.
+
+SIGTERM or SIGINT stops it cleanly: it leaves the cluster (its session is revoked, so peers see it
+DOWN at once), stops its children, closes its sockets and flushes the store, then exits 0.
+Under systemd, use packaging/corral-agent.service.`,
+  exitCodes: [
+    [0, 'stopped cleanly by SIGTERM or SIGINT'],
+    [2, 'bad command line'],
+    [69, 'a port or socket is in use, or the store could not be opened'],
+    [74, 'the store journal is corrupt before its end (see the message)'],
+    [75, 'another agent already owns the data directory'],
+    [77, 'credentials are missing or invalid'],
+    [78, 'the configuration is invalid or names an unknown node'],
+  ],
+};
+
+async function run(args: Parameters<Verb['run']>[0], io: Parameters<Verb['run']>[1]): Promise<number> {
+  const { CorralError } = await import('../../api/errors.js');
+  const { configPath, loadClusterConfig, findNode } = await import('../../config/cluster-config.js');
+  const node = str(args, 'node') ?? io.env.CORRAL_NODE;
+  if (!node) throw new CorralError('USAGE', 'agent needs --node NAME (or $CORRAL_NODE): which node of the configuration this is');
+  const config = loadClusterConfig(configPath(str(args, 'config'), io.env));
+  findNode(config, node);
+  const { createAgentLogger } = await import('../../agent/logger.js');
+  const { Agent } = await import('../../agent/agent.js');
+  const { packageVersion } = await import('../version.js');
+  const level = str(args, 'log-level');
+  const logger = createAgentLogger({ node, ...(level ? { level } : {}), ...(flag(args, 'pretty') ? { pretty: true } : {}) });
+  let agent: Awaited<ReturnType<typeof Agent.start>>;
+  try {
+    agent = await Agent.start({ config, node, logger, version: packageVersion() });
+  } catch (err) {
+    logger.error({ err: (err as Error).message, code: (err as { code?: string }).code }, 'agent failed to start');
+    logger.flush();
+    throw err;
+  }
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    signals++;
+    if (signals > 1) {
+      logger.warn({ signal: sig }, 'second signal: exiting immediately');
+      logger.flush();
+      process.exit(130);
+    }
+    void agent.stop(`received ${sig}`);
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGHUP', () => logger.info('SIGHUP ignored (configuration reload is not supported yet)'));
+  await agent.stopped();
+  process.off('SIGTERM', onSignal);
+  process.off('SIGINT', onSignal);
+  logger.flush();
+  return 0;
+}
+
+export const verb: Verb = { spec, run };

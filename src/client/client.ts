@@ -1,0 +1,97 @@
+// The typed client: everything the CLI can do, a program can do through this class. It talks to
+// one agent: over that agent's UNIX socket when this machine runs one, otherwise over mutual TLS
+// with the administrator's credentials, trying the configured nodes in order.
+
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { CorralError, isCorralError } from '../api/errors.js';
+import { PATHS, type ClusterPingResponse, type PingResponse, type StatusResponse } from '../api/types.js';
+import type { ClusterConfig } from '../config/cluster-config.js';
+import { loadAdminCredentials, PKI_FILES } from '../config/pki-files.js';
+import { RpcClient } from '../transport/client.js';
+import { describeEndpoint, type Endpoint } from '../transport/types.js';
+
+export interface ClientOptions {
+  /** Prefer this node's agent. */
+  node?: string;
+  /** Use this UNIX socket and nothing else. */
+  socket?: string;
+  requestTimeoutMs?: number;
+}
+
+/** Where this client may reach an agent, best first. */
+export function candidateEndpoints(config: ClusterConfig, options: ClientOptions = {}): Endpoint[] {
+  if (options.socket) return [{ kind: 'unix', path: options.socket }];
+  const nodes = [...config.nodes].sort((a, b) => Number(b.name === options.node) - Number(a.name === options.node));
+  const endpoints: Endpoint[] = nodes.filter((n) => existsSync(n.socket)).map((n) => ({ kind: 'unix', path: n.socket }));
+  if (existsSync(path.join(config.pkiDir, PKI_FILES.adminCert))) {
+    const credentials = loadAdminCredentials(config.pkiDir);
+    for (const n of nodes) endpoints.push({ kind: 'tls', host: n.address.host, port: n.address.port, credentials, serverName: n.name });
+  }
+  return endpoints;
+}
+
+export class CorralClient {
+  private current: RpcClient | undefined;
+  private currentIndex = -1;
+  private readonly endpoints: Endpoint[];
+
+  constructor(
+    readonly config: ClusterConfig,
+    private readonly options: ClientOptions = {},
+  ) {
+    this.endpoints = candidateEndpoints(config, options);
+  }
+
+  /** Describes the agent this client last reached. */
+  get via(): string | undefined {
+    const e = this.endpoints[this.currentIndex];
+    return e ? describeEndpoint(e) : undefined;
+  }
+
+  /** Calls the first agent that answers; an unreachable one is skipped, any other error returned. */
+  async call<T>(method: 'GET' | 'POST', path: string, body?: unknown, opts: { timeoutMs?: number } = {}): Promise<T> {
+    if (this.endpoints.length === 0) {
+      throw new CorralError(
+        'UNAVAILABLE',
+        `no agent socket of cluster ${this.config.cluster} exists on this machine and ${this.config.pkiDir} holds no admin credentials; run this on a node, or copy admin.crt and admin.key from where 'corral init' ran`,
+      );
+    }
+    const failures: string[] = [];
+    const start = Math.max(0, this.currentIndex);
+    for (let k = 0; k < this.endpoints.length; k++) {
+      const i = (start + k) % this.endpoints.length;
+      if (i !== this.currentIndex) {
+        await this.current?.close();
+        const timeout = this.options.requestTimeoutMs ?? this.config.timings.requestTimeoutMs;
+        this.current = new RpcClient(this.endpoints[i] as Endpoint, { requestTimeoutMs: timeout, connectTimeoutMs: timeout });
+        this.currentIndex = i;
+      }
+      try {
+        return await (this.current as RpcClient).call<T>(method, path, body, opts);
+      } catch (err) {
+        if (!isCorralError(err, 'UNAVAILABLE')) throw err;
+        failures.push(err.message);
+      }
+    }
+    throw new CorralError('UNAVAILABLE', `no agent of cluster ${this.config.cluster} answered: ${failures.join('; ')}`);
+  }
+
+  status(): Promise<StatusResponse> {
+    return this.call<StatusResponse>('GET', PATHS.status);
+  }
+
+  ping(): Promise<PingResponse> {
+    return this.call<PingResponse>('GET', PATHS.ping);
+  }
+
+  clusterPing(timeoutMs?: number): Promise<ClusterPingResponse> {
+    return this.call<ClusterPingResponse>('GET', timeoutMs ? `${PATHS.clusterPing}?timeoutMs=${timeoutMs}` : PATHS.clusterPing);
+  }
+
+  async close(): Promise<void> {
+    await this.current?.close();
+    this.current = undefined;
+    this.currentIndex = -1;
+  }
+}
