@@ -1,0 +1,292 @@
+// The RPC client: one HTTP/2 session per endpoint, shared by concurrent calls and streams, opened
+// lazily and reopened after it dies. Import-light (node:http2/net/tls only): the CLI loads it.
+
+import { constants, type ClientHttp2Session, type ClientHttp2Stream, type OutgoingHttpHeaders } from 'node:http2';
+import { CorralError } from '../api/errors.js';
+import { openSession } from './connect.js';
+import { describeEndpoint, type Endpoint } from './types.js';
+
+export type { Endpoint, TlsCredentials } from './types.js';
+
+export interface RpcClientOptions {
+  /** Connecting, including the TLS handshake (default 5 s). */
+  connectTimeoutMs?: number;
+  /** Default deadline of a call, and of a stream's response headers (default 30 s). */
+  requestTimeoutMs?: number;
+  /** Largest accepted response body or stream line (default 64 MiB). */
+  maxResponseBytes?: number;
+}
+
+export interface CallOptions {
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface RpcStream<T> extends AsyncIterable<T> {
+  /** Stops the stream: the server's handler sees its signal abort; iteration ends quietly. */
+  close(): void;
+}
+
+type Method = 'GET' | 'POST';
+
+interface Response {
+  status: number;
+  req: ClientHttp2Stream;
+}
+
+export class RpcClient {
+  readonly where: string;
+  private readonly connectTimeoutMs: number;
+  private readonly requestTimeoutMs: number;
+  private readonly maxResponseBytes: number;
+  private session: ClientHttp2Session | undefined;
+  private connecting: Promise<ClientHttp2Session> | undefined;
+  /** Requests in flight per session, to ref the session only while it has work. */
+  private readonly inFlight = new WeakMap<ClientHttp2Session, number>();
+  private closed = false;
+
+  constructor(
+    private readonly endpoint: Endpoint,
+    opts: RpcClientOptions = {},
+  ) {
+    this.where = describeEndpoint(endpoint);
+    this.connectTimeoutMs = opts.connectTimeoutMs ?? 5_000;
+    this.requestTimeoutMs = opts.requestTimeoutMs ?? 30_000;
+    this.maxResponseBytes = opts.maxResponseBytes ?? 64 * 1024 * 1024;
+  }
+
+  /** One request, one JSON answer; non-2xx answers reject with the server's CorralError. */
+  async call<T>(method: Method, path: string, body?: unknown, opts: CallOptions = {}): Promise<T> {
+    const timeoutMs = opts.timeoutMs ?? this.requestTimeoutMs;
+    const { signal } = opts;
+    signal?.throwIfAborted();
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(this.timeout(method, path, timeoutMs)), timeoutMs);
+    const onAbort = (): void => controller.abort(signal?.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const { status, req } = await this.request(method, path, body, controller.signal);
+      const text = await this.readAll(req, controller.signal, `${method} ${path}`);
+      return this.decode<T>(status, text, method, path);
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** A streaming request: yields each NDJSON line; an {"error":...} line throws its CorralError. */
+  stream<T>(method: Method, path: string, body?: unknown, opts: { signal?: AbortSignal } = {}): RpcStream<T> {
+    const controller = new AbortController();
+    const { signal } = opts;
+    if (signal?.aborted) controller.abort(signal.reason);
+    signal?.addEventListener('abort', () => controller.abort(signal.reason), { once: true });
+    const lines = this.lines<T>(method, path, body, controller.signal);
+    return { [Symbol.asyncIterator]: () => lines, close: () => controller.abort() };
+  }
+
+  /** Ends the session at once; calls and streams in flight fail with UNAVAILABLE. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const session = this.session ?? (await this.connecting?.catch(() => undefined));
+    this.session = undefined;
+    if (!session || session.destroyed) return;
+    await new Promise<void>((resolve) => {
+      session.once('close', () => resolve());
+      session.destroy();
+    });
+  }
+
+  private async *lines<T>(method: Method, path: string, body: unknown, signal: AbortSignal): AsyncGenerator<T> {
+    if (signal.aborted) return;
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(this.timeout(method, path, this.requestTimeoutMs)), this.requestTimeoutMs);
+    const onAbort = (): void => controller.abort(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    let response: Response;
+    try {
+      response = await this.request(method, path, body, controller.signal);
+      if (response.status < 200 || response.status > 299) {
+        const text = await this.readAll(response.req, controller.signal, `${method} ${path}`);
+        this.decode(response.status, text, method, path);
+      }
+    } catch (err) {
+      if (signal.aborted) return;
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+    }
+    yield* this.parseLines<T>(response.req, signal, `${method} ${path}`);
+  }
+
+  private async *parseLines<T>(req: ClientHttp2Stream, signal: AbortSignal, what: string): AsyncGenerator<T> {
+    const onAbort = (): void => void req.close(constants.NGHTTP2_CANCEL);
+    signal.addEventListener('abort', onAbort, { once: true });
+    req.setEncoding('utf8');
+    let pending = '';
+    try {
+      for await (const chunk of req) {
+        if (typeof chunk !== 'string') continue; // setEncoding above makes every chunk a string
+        pending += chunk;
+        let newline: number;
+        while ((newline = pending.indexOf('\n')) >= 0) {
+          const line = pending.slice(0, newline);
+          pending = pending.slice(newline + 1);
+          if (line.trim() !== '') yield this.parseLine<T>(line, what);
+        }
+        if (pending.length > this.maxResponseBytes) throw new CorralError('INTERNAL', `${this.where} sent a stream line over ${this.maxResponseBytes} bytes for ${what}`);
+      }
+    } catch (err) {
+      if (signal.aborted) return;
+      throw err instanceof CorralError ? err : this.lost(err, what);
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+      if (!req.closed) req.close(constants.NGHTTP2_CANCEL);
+    }
+    if (signal.aborted) return;
+    if (req.rstCode !== undefined && req.rstCode !== constants.NGHTTP2_NO_ERROR) throw this.lost(undefined, what);
+    if (pending.trim() !== '') yield this.parseLine<T>(pending, what);
+  }
+
+  private parseLine<T>(line: string, what: string): T {
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch {
+      throw new CorralError('INTERNAL', `${this.where} sent a stream line that is not JSON for ${what}`);
+    }
+    if (value !== null && typeof value === 'object' && 'error' in value && Object.keys(value).length === 1) {
+      throw CorralError.fromWire(value.error);
+    }
+    return value as T;
+  }
+
+  /** Sends the request and waits for the response headers (or the signal). */
+  private async request(method: Method, path: string, body: unknown, signal: AbortSignal): Promise<Response> {
+    const session = await this.getSession();
+    signal.throwIfAborted();
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const headers: OutgoingHttpHeaders = { ':method': method, ':path': path };
+    if (payload !== undefined) headers['content-type'] = 'application/json';
+    let req: ClientHttp2Stream;
+    try {
+      req = session.request(headers, { endStream: payload === undefined });
+    } catch (err) {
+      throw this.lost(err, `${method} ${path}`);
+    }
+    this.hold(session, req);
+    if (payload !== undefined) req.end(payload);
+    return new Promise<Response>((resolve, reject) => {
+      const cleanup = (): void => {
+        signal.removeEventListener('abort', onAbort);
+        req.off('response', onResponse).off('error', onError).off('close', onClose);
+      };
+      const onResponse = (h: Record<string, unknown>): void => {
+        cleanup();
+        resolve({ status: Number(h[':status']), req });
+      };
+      const onError = (err: Error): void => {
+        cleanup();
+        reject(this.lost(err, `${method} ${path}`));
+      };
+      const onClose = (): void => onError(new Error(`stream closed (code ${req.rstCode})`));
+      const onAbort = (): void => {
+        cleanup();
+        req.close(constants.NGHTTP2_CANCEL);
+        reject(reasonOf(signal));
+      };
+      req.once('response', onResponse).once('error', onError).once('close', onClose);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  private readAll(req: ClientHttp2Stream, signal: AbortSignal, what: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      const finish = (err: Error | undefined, text?: string): void => {
+        signal.removeEventListener('abort', onAbort);
+        req.off('data', onData).off('end', onEnd).off('error', onError).off('close', onClose);
+        if (err !== undefined) {
+          if (!req.closed) req.close(constants.NGHTTP2_CANCEL);
+          reject(err);
+        } else resolve(text ?? '');
+      };
+      const onData = (chunk: Buffer): void => {
+        size += chunk.length;
+        if (size > this.maxResponseBytes) finish(new CorralError('INTERNAL', `${this.where} answered ${what} with over ${this.maxResponseBytes} bytes`));
+        else chunks.push(chunk);
+      };
+      const onEnd = (): void => finish(undefined, Buffer.concat(chunks, size).toString('utf8'));
+      const onError = (err: Error): void => finish(this.lost(err, what));
+      const onClose = (): void => finish(this.lost(undefined, what));
+      const onAbort = (): void => finish(reasonOf(signal));
+      req.on('data', onData).once('end', onEnd).once('error', onError).once('close', onClose);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  private decode<T>(status: number, text: string, method: string, path: string): T {
+    let value: unknown;
+    try {
+      value = text === '' ? undefined : JSON.parse(text);
+    } catch {
+      throw new CorralError('INTERNAL', `${this.where} answered ${method} ${path} with HTTP ${status} and a body that is not JSON`);
+    }
+    if (status >= 200 && status <= 299) return value as T;
+    throw CorralError.fromWire(value, status);
+  }
+
+  private async getSession(): Promise<ClientHttp2Session> {
+    if (this.closed) throw new CorralError('UNAVAILABLE', `the client for ${this.where} is closed`);
+    const current = this.session;
+    if (current && !current.closed && !current.destroyed) return current;
+    this.connecting ??= this.connect().finally(() => (this.connecting = undefined));
+    return this.connecting;
+  }
+
+  private async connect(): Promise<ClientHttp2Session> {
+    const session = await openSession(this.endpoint, this.connectTimeoutMs);
+    if (this.closed) {
+      session.destroy();
+      throw new CorralError('UNAVAILABLE', `the client for ${this.where} is closed`);
+    }
+    // Failures reach callers through their streams; the session's own error needs no listener of
+    // its own beyond this one, which keeps it from being an uncaught 'error' event.
+    session.on('error', () => undefined);
+    session.once('close', () => {
+      if (this.session === session) this.session = undefined;
+    });
+    // An idle client must not keep the process alive; a request in flight must.
+    session.unref();
+    this.session = session;
+    return session;
+  }
+
+  /** Keeps the session referenced while any request on it is in flight. */
+  private hold(session: ClientHttp2Session, req: ClientHttp2Stream): void {
+    const count = this.inFlight.get(session) ?? 0;
+    this.inFlight.set(session, count + 1);
+    if (count === 0) session.ref();
+    req.once('close', () => {
+      const left = (this.inFlight.get(session) ?? 1) - 1;
+      this.inFlight.set(session, left);
+      if (left === 0 && !session.destroyed) session.unref();
+    });
+  }
+
+  private timeout(method: string, path: string, ms: number): CorralError {
+    return new CorralError('TIMEOUT', `${this.where} did not answer ${method} ${path} within ${ms} ms`);
+  }
+
+  private lost(err: unknown, what: string): CorralError {
+    if (err instanceof CorralError) return err;
+    if (this.closed) return new CorralError('UNAVAILABLE', `the client for ${this.where} was closed during ${what}`);
+    const code = (err as NodeJS.ErrnoException | undefined)?.code;
+    return new CorralError('UNAVAILABLE', `lost the connection to ${this.where} during ${what}${code ? ` (${code})` : ''}; retry`, { cause: err });
+  }
+}
+
+function reasonOf(signal: AbortSignal): Error {
+  return signal.reason instanceof Error ? signal.reason : new CorralError('INTERNAL', `aborted: ${String(signal.reason)}`);
+}

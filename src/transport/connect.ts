@@ -1,0 +1,146 @@
+// Opening a client HTTP/2 session to an endpoint, and turning every way that can fail into one
+// CorralError line that names the endpoint and says what to do. Import-light: the CLI loads it.
+
+import { connect as connectH2, type ClientHttp2Session } from 'node:http2';
+import { connect as connectNet, type Socket } from 'node:net';
+import { connect as connectTls, type ConnectionOptions, type PeerCertificate } from 'node:tls';
+import { CorralError } from '../api/errors.js';
+import { describeEndpoint, type Endpoint } from './types.js';
+
+const TLS13 = { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } as const;
+const PSK_CIPHERS = 'TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256';
+const SERVER_NAME_MISMATCH = 'ERR_CORRAL_SERVER_NAME';
+
+/**
+ * Connects, completes the (TLS) handshake and waits for the server's HTTP/2 SETTINGS: under TLS
+ * 1.3 the server judges our certificate only after our side has finished the handshake, so a
+ * server that drops us before its SETTINGS has refused our credentials.
+ */
+export async function openSession(endpoint: Endpoint, timeoutMs: number): Promise<ClientHttp2Session> {
+  const where = describeEndpoint(endpoint);
+  const socket = endpoint.kind === 'unix' ? connectNet(endpoint.path) : connectTls(tlsOptions(endpoint));
+  const deadline = setTimeout(() => socket.destroy(timeoutError(where, timeoutMs)), timeoutMs);
+  try {
+    await settle(socket, endpoint.kind === 'unix' ? 'connect' : 'secureConnect');
+  } catch (err) {
+    clearTimeout(deadline);
+    socket.destroy();
+    throw connectError(err, endpoint);
+  }
+  const authority = endpoint.kind === 'unix' ? 'http://localhost' : `https://${where.replace(/^[a-z]+:\/\//, '')}`;
+  const session = connectH2(authority, { createConnection: () => socket, settings: { enablePush: false } });
+  try {
+    await settle(session, 'remoteSettings');
+    return session;
+  } catch (err) {
+    session.destroy();
+    throw err instanceof CorralError ? err : refusedAfterHandshake(err, endpoint);
+  } finally {
+    clearTimeout(deadline);
+  }
+}
+
+function tlsOptions(endpoint: Exclude<Endpoint, { kind: 'unix' }>): ConnectionOptions {
+  const base = { host: endpoint.host, port: endpoint.port, ALPNProtocols: ['h2'], ...TLS13 };
+  if (endpoint.kind === 'psk') {
+    const { identity, key } = endpoint;
+    // No certificate in a PSK handshake: knowing the key is what authenticates the server.
+    return { ...base, ciphers: PSK_CIPHERS, pskCallback: () => ({ psk: key, identity }), checkServerIdentity: () => undefined };
+  }
+  const { ca, cert, key } = endpoint.credentials;
+  const expected = endpoint.serverName;
+  return {
+    ...base,
+    ca,
+    cert,
+    key,
+    rejectUnauthorized: true,
+    // The chain to the cluster CA is checked by OpenSSL; addresses are usually IPs absent from the
+    // certificate, so the identity that matters is the node name in the CN.
+    checkServerIdentity: (_host, peerCert) => (expected === undefined ? undefined : checkNodeName(peerCert, expected)),
+  };
+}
+
+function checkNodeName(cert: PeerCertificate, expected: string): Error | undefined {
+  const { CN, OU } = cert.subject ?? {};
+  if (CN === expected && OU === 'node') return undefined;
+  const err = new Error(`the server's certificate is for ${OU === 'node' ? 'node' : `'${String(OU)}'`} ${String(CN)}, expected node ${expected}`);
+  (err as NodeJS.ErrnoException).code = SERVER_NAME_MISMATCH;
+  return err;
+}
+
+/** Resolves on `event`; rejects on 'error', or on 'close' before it. */
+function settle(emitter: Socket | ClientHttp2Session, event: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const cleanup = (): void => {
+      emitter.off(event, onEvent).off('error', onError).off('close', onClose);
+    };
+    const onEvent = (): void => {
+      cleanup();
+      resolve();
+    };
+    const onError = (err: Error): void => {
+      cleanup();
+      reject(err);
+    };
+    const onClose = (): void => {
+      cleanup();
+      reject(Object.assign(new Error('connection closed'), { code: 'ECONNRESET' }));
+    };
+    emitter.once(event, onEvent).once('error', onError).once('close', onClose);
+  });
+}
+
+function timeoutError(where: string, ms: number): CorralError {
+  return new CorralError('UNAVAILABLE', `no answer from ${where} within ${ms} ms: check that the host is up and the address is right`);
+}
+
+function errorCode(err: unknown): string {
+  return String((err as NodeJS.ErrnoException | undefined)?.code ?? (err instanceof Error ? err.message : err));
+}
+
+function isTlsFailure(code: string): boolean {
+  return code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_') || code === SERVER_NAME_MISMATCH || /CERT|SIGNATURE|ISSUER|SELF_SIGNED|LEAF/.test(code);
+}
+
+/** A failure before the session exists: reaching the endpoint or the TLS handshake. */
+export function connectError(err: unknown, endpoint: Endpoint): CorralError {
+  if (err instanceof CorralError) return err;
+  const where = describeEndpoint(endpoint);
+  const code = errorCode(err);
+  const opts = { cause: err };
+  if (code === SERVER_NAME_MISMATCH) return new CorralError('TLS', `${where}: ${(err as Error).message}; check the node name or address`, opts);
+  if (isTlsFailure(code)) return new CorralError('TLS', `TLS handshake with ${where} failed (${code}): ${tlsHint(endpoint, code)}`, opts);
+  if (endpoint.kind === 'unix') return new CorralError('UNAVAILABLE', unixHint(endpoint.path, code), opts);
+  if (code === 'ECONNREFUSED') return new CorralError('UNAVAILABLE', `nothing listens on ${where} (ECONNREFUSED): is the agent running on that host and port?`, opts);
+  return new CorralError('UNAVAILABLE', `cannot reach ${where} (${code}): check the address and that the agent runs there`, opts);
+}
+
+function unixHint(path: string, code: string): string {
+  switch (code) {
+    case 'ENOENT':
+      return `no agent socket at ${path} (ENOENT): start the agent ('corral agent') or point at its socket`;
+    case 'ECONNREFUSED':
+      return `nothing listens on ${path} (ECONNREFUSED): the agent is not running; start it ('corral agent')`;
+    case 'EACCES':
+    case 'EPERM':
+      return `permission denied on ${path} (${code}): run as the agent's user`;
+    default:
+      return `cannot connect to ${path} (${code}): check that the agent runs and the path is its socket`;
+  }
+}
+
+function tlsHint(endpoint: Endpoint, code: string): string {
+  if (endpoint.kind === 'psk') return 'the join token is wrong or expired; get a fresh one from the cluster';
+  if (code.startsWith('ERR_SSL_')) return 'the server refused our certificate (expired, or not issued by this cluster\'s CA?)';
+  return 'the server\'s certificate is not valid under this cluster\'s CA; check the address and the CA file';
+}
+
+/** The server closed the connection after our handshake but before speaking HTTP/2. */
+function refusedAfterHandshake(err: unknown, endpoint: Endpoint): CorralError {
+  const where = describeEndpoint(endpoint);
+  const code = errorCode(err);
+  if (endpoint.kind === 'unix') return new CorralError('UNAVAILABLE', `${where} closed the connection (${code}): is it a corral agent's socket?`, { cause: err });
+  const hint = tlsHint(endpoint, 'ERR_SSL_');
+  return new CorralError('TLS', `${where} dropped the connection after the TLS handshake (${code}): ${hint}`, { cause: err });
+}

@@ -1,0 +1,226 @@
+// One request/response on the server: route, authorize, read and parse the body, run the handler,
+// then answer with one JSON document or an NDJSON stream. Every failure becomes {code, message}.
+
+import { constants, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import { CorralError, type WireError } from '../api/errors.js';
+import type { Logger } from '../util/log.js';
+import { isRouteMiss, type Route, type RouteTable, type RpcMethod, type RpcRequest } from './routes.js';
+import type { PeerIdentity } from './types.js';
+
+export interface ExchangeHost {
+  routes: RouteTable;
+  maxBodyBytes: number;
+  bodyTimeoutMs: number;
+  logger: Logger;
+  /** Open exchanges, so that closing the server can end them. */
+  active: Set<Exchange>;
+}
+
+const ABORTED = Symbol('aborted');
+const JSON_TYPE = 'application/json';
+const NDJSON_TYPE = 'application/x-ndjson';
+const noop = (): void => undefined;
+
+function shuttingDown(): CorralError {
+  return new CorralError('SHUTTING_DOWN', 'the agent is shutting down; retry once it is back or use another agent');
+}
+
+export class Exchange {
+  private readonly controller = new AbortController();
+  /** The response is complete; a later stream close is not the client going away. */
+  private answered = false;
+  private closingServer = false;
+
+  constructor(
+    private readonly stream: ServerHttp2Stream,
+    private readonly host: ExchangeHost,
+    private readonly peer: PeerIdentity,
+  ) {}
+
+  /** Closing the server: abort the handler; a stream in flight ends with a SHUTTING_DOWN line. */
+  shutdown(): void {
+    this.closingServer = true;
+    this.controller.abort(shuttingDown());
+  }
+
+  async run(headers: IncomingHttpHeaders): Promise<void> {
+    const { stream, host } = this;
+    host.active.add(this);
+    stream.on('error', (err) => host.logger.debug({ err }, 'rpc stream error'));
+    stream.once('close', () => {
+      host.active.delete(this);
+      if (!this.answered) this.controller.abort(new CorralError('UNAVAILABLE', 'the client went away'));
+    });
+    try {
+      const method = headers[':method'] ?? '';
+      const rawPath = headers[':path'] ?? '';
+      const q = rawPath.indexOf('?');
+      const path = q < 0 ? rawPath : rawPath.slice(0, q);
+      const route = host.routes.lookup(method, path);
+      if (isRouteMiss(route)) return this.fail(route.error, route.status);
+      if (!route.allow(this.peer)) {
+        return this.fail(new CorralError('FORBIDDEN', `${describePeer(this.peer)} may not call ${method} ${path}`));
+      }
+      const body = await this.readBody(headers);
+      const query = new URLSearchParams(q < 0 ? '' : rawPath.slice(q + 1));
+      await this.answer(route, { method: method as RpcMethod, path, query, body, peer: this.peer, signal: this.controller.signal });
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  private async answer(route: Route, req: RpcRequest): Promise<void> {
+    const out = route.handler(req);
+    const value: unknown = isAsyncIterable(out) ? out : await out;
+    if (isAsyncIterable(value)) return this.pump(value);
+    this.reply(200, JSON.stringify(value ?? null));
+  }
+
+  private async readBody(headers: IncomingHttpHeaders): Promise<unknown> {
+    const { stream } = this;
+    const limit = this.host.maxBodyBytes;
+    if (stream.endAfterHeaders) return undefined;
+    if (Number(headers['content-length']) > limit) throw tooLarge(limit);
+    const raw = await new Promise<Buffer>((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      const finish = (err: CorralError | undefined): void => {
+        clearTimeout(timer);
+        stream.off('data', onData).off('end', onEnd).off('close', onClose);
+        if (err) {
+          stream.pause();
+          reject(err);
+        } else resolve(Buffer.concat(chunks, size));
+      };
+      const onData = (chunk: Buffer): void => {
+        size += chunk.length;
+        if (size > limit) finish(tooLarge(limit));
+        else chunks.push(chunk);
+      };
+      const onEnd = (): void => finish(undefined);
+      const onClose = (): void => finish(new CorralError('UNAVAILABLE', 'the client went away'));
+      const timer = setTimeout(
+        () => finish(new CorralError('TIMEOUT', `request body not received within ${this.host.bodyTimeoutMs} ms`)),
+        this.host.bodyTimeoutMs,
+      );
+      stream.on('data', onData).once('end', onEnd).once('close', onClose);
+    });
+    if (raw.length === 0) return undefined;
+    try {
+      return JSON.parse(raw.toString('utf8')) as unknown;
+    } catch (err) {
+      throw new CorralError('BAD_REQUEST', `request body is not valid JSON (${(err as Error).message})`);
+    }
+  }
+
+  /** Streams an AsyncIterable as NDJSON until it ends, throws, the client leaves or the server closes. */
+  private async pump(iterable: AsyncIterable<unknown>): Promise<void> {
+    const { stream } = this;
+    const iterator = iterable[Symbol.asyncIterator]();
+    if (!this.open()) return void closeIterator(iterator);
+    stream.respond({ ':status': 200, 'content-type': NDJSON_TYPE });
+    const aborted = abortPromise(this.controller.signal);
+    let failure: unknown;
+    let done = false;
+    try {
+      for (;;) {
+        const next = iterator.next();
+        next.catch(noop); // it may settle after we stop waiting for it
+        const step = await Promise.race([next, aborted]);
+        if (step === ABORTED) break;
+        if (step.done) {
+          done = true;
+          break;
+        }
+        if (!stream.write(JSON.stringify(step.value) + '\n') && (await Promise.race([drained(stream), aborted])) === ABORTED) break;
+      }
+    } catch (err) {
+      failure = err;
+      done = true; // an iterator that threw is finished
+    }
+    if (!done) void closeIterator(iterator);
+    if (!this.open()) return;
+    if (failure === undefined && !done && this.closingServer) failure = shuttingDown();
+    this.answered = true;
+    stream.end(failure === undefined ? undefined : JSON.stringify({ error: this.toWire(failure) }) + '\n');
+  }
+
+  private fail(err: unknown, status?: number): void {
+    if (!this.open()) return;
+    if (this.stream.headersSent) {
+      this.stream.close(constants.NGHTTP2_INTERNAL_ERROR);
+      return;
+    }
+    const wire = this.toWire(err);
+    this.reply(status ?? (err instanceof CorralError ? err.status : 500), JSON.stringify(wire));
+  }
+
+  private reply(status: number, json: string): void {
+    const { stream } = this;
+    if (!this.open()) return;
+    stream.respond({ ':status': status, 'content-type': JSON_TYPE, 'content-length': Buffer.byteLength(json) });
+    this.answered = true;
+    stream.end(json);
+    // A client still sending a body we will not read is told to stop (RST_STREAM NO_ERROR, which
+    // node sends only after the response has been written).
+    if (!stream.endAfterHeaders && !stream.readableEnded) stream.close(constants.NGHTTP2_NO_ERROR);
+  }
+
+  private toWire(err: unknown): WireError {
+    if (err instanceof CorralError) return err.toWire();
+    // Unexpected errors are bugs: the details go to the log, never to the peer.
+    this.host.logger.error({ err, peer: describePeer(this.peer) }, 'rpc handler failed');
+    return { code: 'INTERNAL', message: 'an unexpected error inside the agent; its log has the details' };
+  }
+
+  private open(): boolean {
+    return !this.stream.destroyed && !this.stream.closed;
+  }
+}
+
+function tooLarge(limit: number): CorralError {
+  return new CorralError('TOO_LARGE', `request body exceeds ${limit} bytes`);
+}
+
+function describePeer(peer: PeerIdentity): string {
+  switch (peer.kind) {
+    case 'local':
+      return 'a local client';
+    case 'tls':
+      return `${peer.role} ${peer.commonName}`;
+    case 'psk':
+      return `PSK peer ${peer.identity}`;
+  }
+}
+
+export function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
+  return (
+    value !== null &&
+    (typeof value === 'object' || typeof value === 'function') &&
+    typeof (value as Partial<AsyncIterable<unknown>>)[Symbol.asyncIterator] === 'function'
+  );
+}
+
+function abortPromise(signal: AbortSignal): Promise<typeof ABORTED> {
+  if (signal.aborted) return Promise.resolve(ABORTED);
+  return new Promise((resolve) => signal.addEventListener('abort', () => resolve(ABORTED), { once: true }));
+}
+
+/** Resolves when the stream can take more data, or will never need to. */
+function drained(stream: ServerHttp2Stream): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      stream.off('drain', done).off('close', done);
+      resolve();
+    };
+    stream.once('drain', done).once('close', done);
+  });
+}
+
+async function closeIterator(iterator: AsyncIterator<unknown>): Promise<void> {
+  try {
+    await iterator.return?.();
+  } catch {
+    // The handler's cleanup failing must not take the server down; its signal already fired.
+  }
+}

@@ -1,0 +1,44 @@
+// Types shared by the transport's server, client and PKI. No imports, so this file costs nothing
+// on the CLI's start-up path, where the client sits.
+
+export type Role = 'node' | 'admin';
+
+/** Who is calling, as the server established it from the connection (never from the request). */
+export type PeerIdentity =
+  | { kind: 'local' }
+  | { kind: 'tls'; commonName: string; role: Role; clusterName: string }
+  | { kind: 'psk'; identity: string };
+
+/** PEM-encoded credentials for mutual TLS under the cluster CA. */
+export interface TlsCredentials {
+  /** The cluster CA certificate: the only trust anchor. */
+  ca: string;
+  /** This node's (or admin's) certificate, issued by the CA. */
+  cert: string;
+  key: string;
+}
+
+export type Endpoint =
+  | { kind: 'unix'; path: string }
+  | {
+      kind: 'tls';
+      host: string;
+      port: number;
+      credentials: TlsCredentials;
+      /** Expected CN of the server's node certificate; unset accepts any node of the cluster. */
+      serverName?: string;
+    }
+  | { kind: 'psk'; host: string; port: number; identity: string; key: Buffer };
+
+/** A one-line description of an endpoint for error messages. */
+export function describeEndpoint(endpoint: Endpoint): string {
+  switch (endpoint.kind) {
+    case 'unix':
+      return `unix:${endpoint.path}`;
+    case 'tls':
+    case 'psk': {
+      const host = endpoint.host.includes(':') ? `[${endpoint.host}]` : endpoint.host;
+      return `${endpoint.kind === 'tls' ? 'https' : 'psk'}://${host}:${endpoint.port}`;
+    }
+  }
+}
