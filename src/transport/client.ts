@@ -141,10 +141,11 @@ export class RpcClient {
       throw err instanceof CorralError ? err : this.lost(err, what);
     } finally {
       signal.removeEventListener('abort', onAbort);
-      if (!req.closed) req.close(constants.NGHTTP2_CANCEL);
+      // Cancel a stream we stop reading early; one the server ended closes by itself.
+      if (!req.closed && !req.readableEnded) req.close(constants.NGHTTP2_CANCEL);
     }
+    // The loop ends normally only at the server's END_STREAM; resets surface as errors above.
     if (signal.aborted) return;
-    if (req.rstCode !== undefined && req.rstCode !== constants.NGHTTP2_NO_ERROR) throw this.lost(undefined, what);
     if (pending.trim() !== '') yield this.parseLine<T>(pending, what);
   }
 
