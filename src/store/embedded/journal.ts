@@ -81,7 +81,7 @@ function deliver(onFrame: (payload: Buffer, where: FrameLocation) => void, f: Fr
 async function readSegment(path: string, buf: Buffer, isLast: boolean, logger: Logger): Promise<{ frames: Frame[]; size: number }> {
   if (buf.length < HEADER_SIZE && isLast) {
     // A crash while creating the segment: it holds no records yet.
-    logger.warn({ file: path, offset: 0 }, `journal ${path} has an incomplete header; rewriting it (no records lost)`);
+    logger.warn({ file: path, offset: 0 }, `journal ${path} has an incomplete header (offset 0, ${buf.length} bytes); rewriting it: it holds no records`);
     await rewrite(path, 0, fileHeader(JOURNAL_MAGIC));
     return { frames: [], size: HEADER_SIZE };
   }
