@@ -1,0 +1,182 @@
+// Durability of the embedded store: nothing is revealed before its fdatasync, concurrent writes
+// share fsyncs (group commit), and snapshots rotate the journal without losing anything.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { copyFile, readFile, readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import type { WatchEvent } from '../store.js';
+import { withStore, withTempDir } from './fixtures.js';
+import { listSegments, segmentName } from './journal.js';
+import { listSnapshots } from './snapshot.js';
+
+/** Holds back the completion of every fdatasync until release() (the journal calls fs.fdatasync). */
+function holdFdatasync(): { held: () => number; release: () => void } {
+  const original = fs.fdatasync;
+  const waiting: (() => void)[] = [];
+  fs.fdatasync = ((fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => {
+    original(fd, (err) => waiting.push(() => cb(err)));
+  }) as typeof fs.fdatasync;
+  return {
+    held: () => waiting.length,
+    release: () => {
+      fs.fdatasync = original;
+      for (const complete of waiting.splice(0)) complete();
+    },
+  };
+}
+
+function settledFlag<T>(promise: Promise<T>): { promise: Promise<T>; done: () => boolean } {
+  let done = false;
+  const tracked = promise.finally(() => {
+    done = true;
+  });
+  return { promise: tracked, done: () => done };
+}
+
+const tick = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('embedded store durability', () => {
+  it('releases a write, a read that sees it and its watch event only after its fdatasync completes', () =>
+    withTempDir(async (dataDir) => {
+      await withStore({ dataDir }, async (store) => {
+        await store.put('warm-up', 'x');
+        const watch = store.watch('k');
+        const event = settledFlag(watch[Symbol.asyncIterator]().next());
+        const gate = holdFdatasync();
+        try {
+          const put = settledFlag(store.put('k', 'v'));
+          await tick(30);
+          assert.equal(gate.held(), 1, 'the record was written and its fdatasync issued');
+          const segment = (await listSegments(dataDir)).at(-1);
+          assert.ok((await readFile(segment?.path ?? '')).includes('"p":"k"'), 'the record is in the file');
+          const get = settledFlag(store.get('k'));
+          const revision = settledFlag(store.revision());
+          await tick(30);
+          assert.equal(put.done(), false, 'the put waits for its fdatasync');
+          assert.equal(get.done(), false, 'a read that would reveal the write waits too');
+          assert.equal(revision.done(), false, 'so does revision()');
+          assert.equal(event.done(), false, 'and the watch event');
+          gate.release();
+          assert.equal((await put.promise).revision, 2n);
+          assert.equal((await get.promise).kv?.value, 'v');
+          assert.equal(await revision.promise, 2n);
+          const next = (await event.promise) as IteratorResult<WatchEvent>;
+          assert.equal(next.done, false);
+          assert.equal(next.value?.revision, 2n);
+        } finally {
+          gate.release();
+          watch.close();
+        }
+      });
+    }));
+
+  it('group commit: 200 concurrent puts share a handful of fsyncs; serial puts need one each', () =>
+    withTempDir(async (dataDir) => {
+      await withStore({ dataDir }, async (store) => {
+        const before = store.stats();
+        const results = await Promise.all(Array.from({ length: 200 }, (_, i) => store.put(`c/${i}`, String(i))));
+        const after = store.stats();
+        assert.equal(new Set(results.map((r) => r.revision)).size, 200);
+        assert.equal(after.records - before.records, 200);
+        assert.ok(after.fsyncs - before.fsyncs <= 5, `200 concurrent puts took ${after.fsyncs - before.fsyncs} fsyncs`);
+        assert.ok(after.largestBatch >= 40, `largest batch was ${after.largestBatch} records`);
+        for (let i = 0; i < 20; i++) await store.put(`s/${i}`, 'x');
+        assert.equal(store.stats().fsyncs - after.fsyncs, 20, 'an awaited put is one fsync: the counter counts real syncs');
+      });
+    }));
+
+  it('group commit: writes that arrive during a flush all share the next fsync', () =>
+    withTempDir(async (dataDir) => {
+      await withStore({ dataDir }, async (store) => {
+        const before = store.stats().fsyncs;
+        const gate = holdFdatasync();
+        let first: Promise<unknown>;
+        let rest: Promise<unknown>;
+        try {
+          first = store.put('first', 'x');
+          await tick(20);
+          assert.equal(gate.held(), 1);
+          rest = Promise.all(Array.from({ length: 50 }, (_, i) => store.put(`during/${i}`, 'x')));
+          await tick(20);
+          assert.equal(gate.held(), 1, 'nothing else is written while a flush is in progress');
+        } finally {
+          gate.release();
+        }
+        await first;
+        await rest;
+        assert.equal(store.stats().fsyncs - before, 2, '51 puts, 2 fsyncs');
+      });
+    }));
+
+  it('snapshots rotate the journal and remove what they cover; recovery reads snapshot + later records', () =>
+    withTempDir(async (dataDir) => {
+      const expected = await withStore({ dataDir, snapshotEveryRecords: 10 }, async (store) => {
+        const lease = await store.grantLease(60); // record 1
+        for (let i = 0; i < 34; i++) {
+          await store.put(`k${i % 12}`, `v${i}`, i % 5 === 0 ? { lease: lease.id } : undefined); // records 2–35
+        }
+        return { kvs: (await store.range('')).kvs, lease: lease.id, keys: (await store.leaseStatus(lease.id)).keys };
+      });
+      assert.deepEqual(
+        (await listSnapshots(dataDir)).map((s) => s.seq),
+        [30],
+        'only the newest snapshot is kept',
+      );
+      assert.deepEqual(
+        (await listSegments(dataDir)).map((s) => s.firstSeq),
+        [31],
+        'segments the snapshot covers are removed',
+      );
+      await withStore({ dataDir, snapshotEveryRecords: 10 }, async (store) => {
+        assert.equal(await store.revision(), 34n);
+        assert.deepEqual((await store.range('')).kvs, expected.kvs);
+        assert.deepEqual((await store.leaseStatus(expected.lease)).keys, expected.keys);
+        await store.put('after', 'x');
+      });
+      await withStore({ dataDir }, async (store) => assert.equal((await store.get('after')).kv?.modRevision, 35n));
+    }));
+
+  it('keeps every write when snapshots are taken under a flood of concurrent writes', () =>
+    withTempDir(async (dataDir) => {
+      await withStore({ dataDir, snapshotEveryRecords: 50 }, async (store) => {
+        await Promise.all(Array.from({ length: 600 }, (_, i) => store.put(`f/${i % 97}`, String(i))));
+      });
+      await withStore({ dataDir }, async (store) => {
+        assert.equal(await store.revision(), 600n);
+        const kvs = (await store.range('f/')).kvs;
+        assert.equal(kvs.length, 97);
+        const versions = kvs.reduce((n, kv) => n + kv.version, 0n);
+        assert.equal(versions, 600n, 'every put is counted in some key’s version');
+      });
+      const snapshots = await listSnapshots(dataDir);
+      assert.equal(snapshots.length, 1);
+      assert.ok((snapshots[0]?.seq ?? 0) >= 50 && (snapshots[0]?.seq ?? 0) < 600, 'the snapshot was taken mid-flood');
+    }));
+
+  it('recovers when a crash left a temp snapshot and a segment the snapshot already covers', () =>
+    withTempDir(async (dataDir) => {
+      await withStore({ dataDir }, async (store) => {
+        for (let i = 1; i <= 5; i++) await store.put(`k${i}`, 'x');
+      });
+      const oldSegment = join(dataDir, segmentName(1));
+      const saved = join(dataDir, 'saved-segment');
+      await copyFile(oldSegment, saved);
+      await withStore({ dataDir, snapshotEveryRecords: 3 }, async (store) => {
+        await store.put('k6', 'x'); // triggers a snapshot at record 6, removing segment 1
+        await store.put('k7', 'x');
+      });
+      assert.deepEqual(
+        (await readdir(dataDir)).filter((n) => n.startsWith('wal-')).sort(),
+        [segmentName(7)],
+      );
+      await copyFile(saved, oldSegment);
+      await writeFile(join(dataDir, 'snap-0000000000000009.snap.tmp'), 'half a snapshot');
+      await withStore({ dataDir }, async (store) => {
+        assert.equal(await store.revision(), 7n);
+        assert.equal((await store.range('k')).kvs.length, 7);
+      });
+      assert.ok(!(await readdir(dataDir)).some((n) => n.endsWith('.tmp')), 'the temp snapshot was removed');
+    }));
+});
