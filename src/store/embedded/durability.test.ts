@@ -6,7 +6,6 @@ import fs from 'node:fs';
 import { copyFile, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import type { WatchEvent } from '../store.js';
 import { withStore, withTempDir } from './fixtures.js';
 import { listSegments, segmentName } from './journal.js';
 import { listSnapshots } from './snapshot.js';
@@ -62,9 +61,9 @@ describe('embedded store durability', () => {
           assert.equal((await put.promise).revision, 2n);
           assert.equal((await get.promise).kv?.value, 'v');
           assert.equal(await revision.promise, 2n);
-          const next = (await event.promise) as IteratorResult<WatchEvent>;
+          const next = await event.promise;
           assert.equal(next.done, false);
-          assert.equal(next.value?.revision, 2n);
+          assert.equal((next.value).revision, 2n);
         } finally {
           gate.release();
           watch.close();

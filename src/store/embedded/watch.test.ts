@@ -8,6 +8,13 @@ import type { WatchEvent } from '../store.js';
 import { openEmbeddedStore } from './embedded-store.js';
 import { withStore, withTempDir } from './fixtures.js';
 
+/** The next event of a watch; fails if the watch ended instead. */
+async function nextEvent(it: AsyncIterator<WatchEvent>): Promise<WatchEvent> {
+  const next = await it.next();
+  assert.equal(next.done, false, 'the watch ended');
+  return next.value;
+}
+
 describe('embedded store watch', () => {
   it('throws COMPACTED for a revision older than the history kept, and serves the oldest kept one', () =>
     withTempDir(async (dataDir) => {
@@ -20,8 +27,7 @@ describe('embedded store watch', () => {
         await assert.rejects(old[Symbol.asyncIterator]().next(), (err) => isCorralError(err, 'COMPACTED'));
         const kept = store.watch('k', { fromRevision: 21n });
         try {
-          const first = await kept[Symbol.asyncIterator]().next();
-          assert.equal(first.value?.revision, 21n);
+          assert.equal((await nextEvent(kept[Symbol.asyncIterator]())).revision, 21n);
         } finally {
           kept.close();
         }
@@ -34,7 +40,7 @@ describe('embedded store watch', () => {
         const watch = store.watch('s/');
         const it = watch[Symbol.asyncIterator]();
         await store.put('s/0', 'x');
-        assert.equal((await it.next()).value?.kv.key, 's/0');
+        assert.equal((await nextEvent(it)).kv.key, 's/0');
         for (let i = 1; i <= 200; i++) await store.put(`s/${i % 10}`, String(i)); // the consumer reads nothing
         assert.ok(store.stats().historyEvents <= 50, 'memory stays bounded by the history limit');
         await assert.rejects(it.next(), (err: unknown) => {
@@ -48,8 +54,7 @@ describe('embedded store watch', () => {
         const resumed = store.watch('s/', { fromRevision: read.revision + 1n });
         try {
           const put = await store.put('s/new', 'x');
-          const next = await resumed[Symbol.asyncIterator]().next();
-          assert.equal(next.value?.revision, put.revision);
+          assert.equal((await nextEvent(resumed[Symbol.asyncIterator]())).revision, put.revision);
         } finally {
           resumed.close();
         }
@@ -86,7 +91,7 @@ describe('embedded store watch', () => {
           for (const [i, watch] of watches.entries()) {
             const it = watch[Symbol.asyncIterator]();
             const keys: string[] = [];
-            for (let n = 0; n < 10; n++) keys.push((await it.next()).value?.kv.key ?? '');
+            for (let n = 0; n < 10; n++) keys.push((await nextEvent(it)).kv.key);
             assert.deepEqual(
               keys,
               Array.from({ length: 10 }, (_, n) => `p${i}/${i + 20 * n}`),
