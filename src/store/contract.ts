@@ -3,7 +3,8 @@
 //
 //   storeContract('embedded', async () => ({ store, traits, close }));
 //
-// open() is called before every test and close() after it. The suite assumes nobody else writes to
+// open() is called before every test and close() after it (a test may already have closed the
+// store itself; Store.close() must be idempotent). The suite assumes nobody else writes to
 // the store while a test runs (it asserts exact revision steps); each test also uses its own random
 // key prefix, so leftovers of earlier tests are never seen. What backends may differ on is stated
 // in StoreTraits, never special-cased here.
@@ -650,6 +651,26 @@ export function storeContract(name: string, open: () => Promise<StoreUnderTest>)
         controller.abort();
         const n = await withTimeout(loop, WATCH_TIMEOUT_MS, 'the for-await loop did not end after abort');
         assert.ok(n <= 1);
+      });
+    });
+
+    describe('close', () => {
+      it('ends open watches, and later calls fail with STORE_UNAVAILABLE', async () => {
+        const watch = store.watch(p);
+        const loop = (async () => {
+          try {
+            for await (const _ of watch) {
+              // no events are expected
+            }
+          } catch (err) {
+            if (!isCorralError(err, 'STORE_UNAVAILABLE')) throw err;
+          }
+        })();
+        await store.close();
+        await withTimeout(loop, WATCH_TIMEOUT_MS, 'an open watch did not end when the store closed');
+        await rejectsWith(store.get(`${p}a`), 'STORE_UNAVAILABLE');
+        await rejectsWith(store.put(`${p}a`, 'x'), 'STORE_UNAVAILABLE');
+        await store.close(); // close is idempotent
       });
     });
 

@@ -164,6 +164,7 @@ export class Journal {
   private inFlight: Batch | undefined;
   private flushing = false;
   private scheduled = false;
+  private flushTask: Promise<void> | undefined;
   private failure: CorralError | undefined;
   private closed = false;
   private readonly counters: JournalCounters;
@@ -253,6 +254,7 @@ export class Journal {
     if (this.closed) return;
     this.closed = true;
     await this.whenDurable().catch(() => undefined);
+    await this.flushTask; // a segment switch may still be finishing after the last batch resolved
     await this.fh.close();
   }
 
@@ -263,7 +265,7 @@ export class Journal {
     // in progress gather in the next batch. (setImmediate here cost ~80 µs per idle put.)
     queueMicrotask(() => {
       this.scheduled = false;
-      void this.flush();
+      this.flushTask = this.flush();
     });
   }
 

@@ -1,0 +1,77 @@
+// Failures of the embedded store: a disk that refuses an fdatasync, and requests it must refuse.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { describe, it } from 'node:test';
+import { isCorralError, type ErrorCode } from '../../api/errors.js';
+import type { Store, WatchEvent } from '../store.js';
+import { openEmbeddedStore } from './embedded-store.js';
+import { withStore, withTempDir } from './fixtures.js';
+
+function rejectsWith(promise: Promise<unknown>, code: ErrorCode, mention?: string): Promise<void> {
+  return assert.rejects(promise, (err: unknown) => {
+    assert.ok(isCorralError(err, code), `expected ${code}, got ${String(err)}`);
+    if (mention !== undefined) assert.ok(err.message.includes(mention), err.message);
+    return true;
+  });
+}
+
+describe('embedded store failures', () => {
+  it('a failed fdatasync stops the store: the write fails, nothing more is served, close still unlocks', () =>
+    withTempDir(async (dataDir) => {
+      const store = await openEmbeddedStore({ dataDir });
+      const original = fs.fdatasync;
+      try {
+        await store.put('ok', '1');
+        const watch = store.watch('', { fromRevision: 1n });
+        fs.fdatasync = ((_fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => {
+          cb(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }));
+        }) as typeof fs.fdatasync;
+        await rejectsWith(store.put('lost', 'v'), 'STORE_UNAVAILABLE', 'EIO');
+        fs.fdatasync = original;
+        await rejectsWith(store.get('ok'), 'STORE_UNAVAILABLE');
+        await rejectsWith(store.put('later', 'v'), 'STORE_UNAVAILABLE');
+        await rejectsWith(store.grantLease(5), 'STORE_UNAVAILABLE');
+        const seen: WatchEvent[] = [];
+        await rejectsWith(
+          (async () => {
+            for await (const e of watch) seen.push(e);
+          })(),
+          'STORE_UNAVAILABLE',
+        );
+        assert.deepEqual(
+          seen.map((e) => e.kv.key),
+          ['ok'],
+          'the watch saw the durable write, never the failed one',
+        );
+      } finally {
+        fs.fdatasync = original;
+        await store.close();
+      }
+      await withStore({ dataDir }, async (again) => assert.equal((await again.get('ok')).kv?.value, '1'));
+    }));
+
+  it('refuses malformed requests with BAD_REQUEST and oversized writes with TOO_LARGE', () =>
+    withTempDir(async (dataDir) => {
+      await withStore({ dataDir }, async (store: Store) => {
+        await rejectsWith(store.range('', { limit: -1 }), 'BAD_REQUEST');
+        await rejectsWith(store.range('', { limit: 1.5 }), 'BAD_REQUEST');
+        await rejectsWith(store.grantLease(Number.NaN), 'BAD_REQUEST');
+        await rejectsWith(store.grantLease(-3), 'BAD_REQUEST');
+        await rejectsWith(store.put(42 as unknown as string, 'x'), 'BAD_REQUEST');
+        await rejectsWith(store.put('k', undefined as unknown as string), 'BAD_REQUEST');
+        await rejectsWith(store.delete(''), 'BAD_REQUEST');
+        await rejectsWith(
+          store.txn({ compare: [], success: [{ type: 'put', key: 'a/1', value: 'x' }, { type: 'delete', key: 'a/', prefix: true }] }),
+          'BAD_REQUEST',
+        );
+        await rejectsWith(
+          store.txn({ compare: [], success: [], failure: [{ type: 'put', key: 'a', value: 'x' }, { type: 'delete', key: 'a' }] }),
+          'BAD_REQUEST',
+          'puts and deletes',
+        );
+        await rejectsWith(store.put('big', 'x'.repeat(17 * 1024 * 1024)), 'TOO_LARGE');
+        assert.equal(await store.revision(), 0n, 'nothing was written');
+      });
+    }));
+});
