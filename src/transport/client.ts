@@ -57,21 +57,51 @@ export class RpcClient {
 
   /** One request, one JSON answer; non-2xx answers reject with the server's CorralError. */
   async call<T>(method: Method, path: string, body?: unknown, opts: CallOptions = {}): Promise<T> {
-    const timeoutMs = opts.timeoutMs ?? this.requestTimeoutMs;
     const { signal } = opts;
     signal?.throwIfAborted();
-    const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(this.timeout(method, path, timeoutMs)), timeoutMs);
-    const onAbort = (): void => controller.abort(signal?.reason);
-    signal?.addEventListener('abort', onAbort, { once: true });
-    try {
-      const { status, req } = await this.request(method, path, body, controller.signal);
-      const text = await this.readAll(req, controller.signal, `${method} ${path}`);
-      return this.decode<T>(status, text, method, path);
-    } finally {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-    }
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const req = this.send(this.liveSession() ?? (await this.getSession()), method, path, payload);
+    // The hot path: one promise, listeners attached once, no AbortController per call.
+    return new Promise<T>((resolve, reject) => {
+      const timeoutMs = opts.timeoutMs ?? this.requestTimeoutMs;
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let status = 0;
+      let settled = false;
+      const settle = (err: Error | undefined, text?: string): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        if (err) {
+          if (!req.closed) req.close(constants.NGHTTP2_CANCEL);
+          reject(err);
+          return;
+        }
+        try {
+          resolve(this.decode<T>(status, text ?? '', method, path));
+        } catch (decodeError) {
+          reject(CorralError.from(decodeError));
+        }
+      };
+      const timer = setTimeout(() => settle(this.timeout(method, path, timeoutMs)), timeoutMs);
+      const onAbort = (): void => settle(reasonOf(signal));
+      signal?.addEventListener('abort', onAbort, { once: true });
+      req.on('response', (headers) => (status = Number(headers[':status'])));
+      req.on('data', (chunk: Buffer) => {
+        size += chunk.length;
+        if (size > this.maxResponseBytes) settle(this.tooLarge(`${method} ${path}`));
+        else chunks.push(chunk);
+      });
+      req.on('end', () => {
+        // An end without response headers is a stream the dying session ended for us.
+        if (status === 0) settle(this.lost(undefined, `${method} ${path}`));
+        else settle(undefined, Buffer.concat(chunks, size).toString('utf8'));
+      });
+      req.on('error', (err) => settle(this.lost(err, `${method} ${path}`)));
+      // 'close' follows every 'end'; build the error (and its stack) only when it is one.
+      req.on('close', () => settled || settle(this.lost(undefined, `${method} ${path}`)));
+    });
   }
 
   /** A streaming request: yields each NDJSON line; an {"error":...} line throws its CorralError. */
@@ -166,17 +196,7 @@ export class RpcClient {
   private async request(method: Method, path: string, body: unknown, signal: AbortSignal): Promise<Response> {
     const session = await this.getSession();
     signal.throwIfAborted();
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    const headers: OutgoingHttpHeaders = { ':method': method, ':path': path };
-    if (payload !== undefined) headers['content-type'] = 'application/json';
-    let req: ClientHttp2Stream;
-    try {
-      req = session.request(headers, { endStream: payload === undefined });
-    } catch (err) {
-      throw this.lost(err, `${method} ${path}`);
-    }
-    this.hold(session, req);
-    if (payload !== undefined) req.end(payload);
+    const req = this.send(session, method, path, body === undefined ? undefined : JSON.stringify(body));
     return new Promise<Response>((resolve, reject) => {
       const cleanup = (): void => {
         signal.removeEventListener('abort', onAbort);
@@ -215,7 +235,7 @@ export class RpcClient {
       };
       const onData = (chunk: Buffer): void => {
         size += chunk.length;
-        if (size > this.maxResponseBytes) finish(new CorralError('INTERNAL', `${this.where} answered ${what} with over ${this.maxResponseBytes} bytes`));
+        if (size > this.maxResponseBytes) finish(this.tooLarge(what));
         else chunks.push(chunk);
       };
       const onEnd = (): void => finish(undefined, Buffer.concat(chunks, size).toString('utf8'));
@@ -238,10 +258,29 @@ export class RpcClient {
     throw CorralError.fromWire(value, status);
   }
 
+  private send(session: ClientHttp2Session, method: Method, path: string, payload: string | undefined): ClientHttp2Stream {
+    const headers: OutgoingHttpHeaders = { ':method': method, ':path': path };
+    if (payload !== undefined) headers['content-type'] = 'application/json';
+    let req: ClientHttp2Stream;
+    try {
+      req = session.request(headers, { endStream: payload === undefined });
+    } catch (err) {
+      throw this.lost(err, `${method} ${path}`);
+    }
+    this.hold(session, req);
+    if (payload !== undefined) req.end(payload);
+    return req;
+  }
+
+  private liveSession(): ClientHttp2Session | undefined {
+    const current = this.session;
+    return current && !current.closed && !current.destroyed && !this.closed ? current : undefined;
+  }
+
   private async getSession(): Promise<ClientHttp2Session> {
     if (this.closed) throw new CorralError('UNAVAILABLE', `the client for ${this.where} is closed`);
-    const current = this.session;
-    if (current && !current.closed && !current.destroyed) return current;
+    const current = this.liveSession();
+    if (current) return current;
     this.connecting ??= this.connect().finally(() => (this.connecting = undefined));
     return this.connecting;
   }
@@ -276,6 +315,10 @@ export class RpcClient {
     });
   }
 
+  private tooLarge(what: string): CorralError {
+    return new CorralError('INTERNAL', `${this.where} answered ${what} with over ${this.maxResponseBytes} bytes`);
+  }
+
   private timeout(method: string, path: string, ms: number): CorralError {
     return new CorralError('TIMEOUT', `${this.where} did not answer ${method} ${path} within ${ms} ms`);
   }
@@ -288,6 +331,6 @@ export class RpcClient {
   }
 }
 
-function reasonOf(signal: AbortSignal): Error {
-  return signal.reason instanceof Error ? signal.reason : new CorralError('INTERNAL', `aborted: ${String(signal.reason)}`);
+function reasonOf(signal: AbortSignal | undefined): Error {
+  return signal?.reason instanceof Error ? signal.reason : new CorralError('INTERNAL', `aborted: ${String(signal?.reason)}`);
 }

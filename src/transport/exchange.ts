@@ -26,7 +26,9 @@ function shuttingDown(): CorralError {
 }
 
 export class Exchange {
-  private readonly controller = new AbortController();
+  /** Created on first use of the request's signal: most handlers never look at it. */
+  private controller: AbortController | undefined;
+  private abortReason: CorralError | undefined;
   /** The response is complete; a later stream close is not the client going away. */
   private answered = false;
   private closingServer = false;
@@ -40,7 +42,21 @@ export class Exchange {
   /** Closing the server: abort the handler; a stream in flight ends with a SHUTTING_DOWN line. */
   shutdown(): void {
     this.closingServer = true;
-    this.controller.abort(shuttingDown());
+    this.abort(shuttingDown());
+  }
+
+  private get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.abortReason) this.controller.abort(this.abortReason);
+    }
+    return this.controller.signal;
+  }
+
+  private abort(reason: CorralError): void {
+    if (this.abortReason) return;
+    this.abortReason = reason;
+    this.controller?.abort(reason);
   }
 
   async run(headers: IncomingHttpHeaders): Promise<void> {
@@ -49,7 +65,7 @@ export class Exchange {
     stream.on('error', (err) => host.logger.debug({ err }, 'rpc stream error'));
     stream.once('close', () => {
       host.active.delete(this);
-      if (!this.answered) this.controller.abort(new CorralError('UNAVAILABLE', 'the client went away'));
+      if (!this.answered) this.abort(new CorralError('UNAVAILABLE', 'the client went away'));
     });
     try {
       const method = headers[':method'] ?? '';
@@ -63,7 +79,17 @@ export class Exchange {
       }
       const body = await this.readBody(headers);
       const query = new URLSearchParams(q < 0 ? '' : rawPath.slice(q + 1));
-      await this.answer(route, { method: method as RpcMethod, path, query, body, peer: this.peer, signal: this.controller.signal });
+      const signal = (): AbortSignal => this.signal;
+      await this.answer(route, {
+        method: method as RpcMethod,
+        path,
+        query,
+        body,
+        peer: this.peer,
+        get signal() {
+          return signal();
+        },
+      });
     } catch (err) {
       this.fail(err);
     }
@@ -119,7 +145,7 @@ export class Exchange {
     const iterator = iterable[Symbol.asyncIterator]();
     if (!this.open()) return void closeIterator(iterator);
     stream.respond({ ':status': 200, 'content-type': NDJSON_TYPE });
-    const aborted = abortPromise(this.controller.signal);
+    const aborted = abortPromise(this.signal);
     let failure: unknown;
     let done = false;
     try {

@@ -156,6 +156,7 @@ export class RpcServer {
     const stopped = this.listeners.map((l) => new Promise<void>((resolve) => l.server.close(() => resolve())));
     for (const exchange of [...this.host.active]) exchange.shutdown();
     const sessions = this.listeners.flatMap((l) => [...l.sessions]);
+    // close() sends GOAWAY and closes each session once its streams end (the SHUTTING_DOWN lines).
     for (const session of sessions) if (!session.closed) session.close();
     await withinGrace(Promise.all(sessions.map(sessionClosed)), this.opts.closeGraceMs);
     for (const l of this.listeners) {
