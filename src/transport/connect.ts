@@ -18,7 +18,7 @@ const SERVER_NAME_MISMATCH = 'ERR_CORRAL_SERVER_NAME';
  */
 export async function openSession(endpoint: Endpoint, timeoutMs: number): Promise<ClientHttp2Session> {
   const where = describeEndpoint(endpoint);
-  const socket = endpoint.kind === 'unix' ? connectNet(endpoint.path) : connectTls(tlsOptions(endpoint));
+  const socket = endpoint.kind === 'unix' ? connectNet(endpoint.path) : tlsSocket(endpoint);
   const deadline = setTimeout(() => socket.destroy(timeoutError(where, timeoutMs)), timeoutMs);
   try {
     await settle(socket, endpoint.kind === 'unix' ? 'connect' : 'secureConnect');
@@ -37,6 +37,18 @@ export async function openSession(endpoint: Endpoint, timeoutMs: number): Promis
     throw err instanceof CorralError ? err : refusedAfterHandshake(err, endpoint);
   } finally {
     clearTimeout(deadline);
+  }
+}
+
+function tlsSocket(endpoint: Exclude<Endpoint, { kind: 'unix' }>): Socket {
+  try {
+    return connectTls(tlsOptions(endpoint));
+  } catch (err) {
+    // tls.connect throws at once on unusable PEM input.
+    const detail = (err as NodeJS.ErrnoException).code ?? String(err);
+    throw new CorralError('TLS', `the TLS credentials for ${describeEndpoint(endpoint)} cannot be used (${detail}): check the CA, certificate and key files`, {
+      cause: err,
+    });
   }
 }
 

@@ -188,4 +188,39 @@ describe('RPC over mutual TLS', { timeout: 60_000 }, () => {
       return true;
     });
   });
+
+  it('unusable credentials are a TLS error on both sides', async () => {
+    const broken: TlsCredentials = { ...cluster.admin, key: '-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n' };
+    const c = new RpcClient({ kind: 'tls', host: HOST, port, credentials: broken });
+    clients.push(c);
+    await assert.rejects(c.call('POST', '/v1/whoami', {}), (err: CorralError) => err.code === 'TLS');
+    const s = new RpcServer();
+    await assert.rejects(s.listenTls({ host: HOST, port: 0, credentials: broken }), (err: CorralError) => err.code === 'TLS');
+    await s.close();
+  });
+});
+
+describe('TLS listener robustness', { timeout: 30_000 }, () => {
+  it('drops a peer stuck in the handshake, and close() does not wait for one', async () => {
+    const cluster = makeCluster();
+    const server = new RpcServer({ handshakeTimeoutMs: 300, closeGraceMs: 200 });
+    server.route('GET', '/v1/ping', () => Promise.resolve('pong'));
+    const port = await server.listenTls({ host: HOST, port: 0, credentials: cluster.server });
+    const client = new RpcClient({ kind: 'tls', host: HOST, port, credentials: cluster.admin });
+    try {
+      const stuck = await probe(connectNet(port, HOST), Buffer.from([0x16, 0x03, 0x01]), 'connect', { waitMs: 3_000 });
+      assert.equal(stuck.closedByPeer, true, 'the handshake timeout closed the silent peer');
+      assert.equal(await client.call('GET', '/v1/ping'), 'pong');
+      const lingering = connectNet(port, HOST);
+      lingering.on('error', () => undefined);
+      await new Promise((resolve) => lingering.once('connect', resolve));
+      const started = performance.now();
+      await server.close();
+      assert.ok(performance.now() - started < 1_000, 'close() did not wait for the handshake timeout');
+      lingering.destroy();
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
 });

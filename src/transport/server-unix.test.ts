@@ -225,6 +225,13 @@ describe('RPC over a UNIX socket', { timeout: 60_000 }, () => {
     for (const result of await Promise.all([silent, garbage, halfPreface])) assert.equal(result.closedByPeer, true);
   });
 
+  it('caps the concurrent streams of a session', async () => {
+    const session = connectH2('http://localhost', { createConnection: () => connectNet(socketPath) });
+    const settings = await new Promise<{ maxConcurrentStreams?: number }>((resolve) => session.once('remoteSettings', resolve));
+    session.destroy();
+    assert.equal(settings.maxConcurrentStreams, 128);
+  });
+
   it('reconnects lazily after the session dies', async () => {
     const other = new RpcServer();
     const path = join(dir.dir, 'restart.sock');

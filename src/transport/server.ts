@@ -111,7 +111,7 @@ export class RpcServer {
   async listenTls(opts: { host: string; port: number; credentials: TlsCredentials }): Promise<number> {
     this.assertOpen();
     const { ca, cert, key } = opts.credentials;
-    const server = createSecureServer({
+    const server = secureServer({
       ...this.h2Options(),
       ...TLS13,
       ca,
@@ -132,7 +132,7 @@ export class RpcServer {
     const { identity, key } = opts;
     if (Buffer.byteLength(identity) > 128 || identity === '') throw new CorralError('USAGE', 'PSK identity must be 1 to 128 bytes');
     if (key.length < 16 || key.length > 256) throw new CorralError('USAGE', 'PSK must be 16 to 256 bytes');
-    const server = createSecureServer({
+    const server = secureServer({
       ...this.h2Options(),
       ...TLS13,
       ciphers: PSK_CIPHERS,
@@ -232,6 +232,16 @@ export class RpcServer {
 
   private assertOpen(): void {
     if (this.closing) throw new CorralError('SHUTTING_DOWN', 'the RPC server is closed');
+  }
+}
+
+/** createSecureServer, with unusable credentials reported as TLS rather than an OpenSSL error. */
+function secureServer(options: SecureServerOptions): Http2SecureServer {
+  try {
+    return createSecureServer(options);
+  } catch (err) {
+    const detail = (err as NodeJS.ErrnoException).code ?? String(err);
+    throw new CorralError('TLS', `the TLS credentials cannot be used (${detail}): check the CA, certificate and key files`, { cause: err });
   }
 }
 
