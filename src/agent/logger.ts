@@ -27,7 +27,7 @@ export function prettyLine(json: string, color: boolean): string {
     const code = (o.level as number) >= 50 ? 31 : (o.level as number) >= 40 ? 33 : (o.level as number) >= 30 ? 32 : 90;
     tag = `\x1b[${code}m${tag}\x1b[0m`;
   }
-  return `${time} ${tag} ${node}${String(o.msg ?? '')}${extras ? `  ${extras}` : ''}\n`;
+  return `${time} ${tag} ${node}${typeof o.msg === 'string' ? o.msg : JSON.stringify(o.msg ?? '')}${extras ? `  ${extras}` : ''}\n`;
 }
 
 export interface AgentLogger extends Logger {
@@ -48,5 +48,5 @@ export function createAgentLogger(options: { level?: string; node?: string; pret
     },
     destination,
   );
-  return logger as unknown as AgentLogger;
+  return logger;
 }

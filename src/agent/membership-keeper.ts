@@ -2,7 +2,7 @@
 // master; when the session is lost (store unreachable past the TTL, or lease gone), start over.
 // The master also watches members and logs nodes going UP and DOWN.
 
-import { isCorralError } from '../api/errors.js';
+import { CorralError, isCorralError } from '../api/errors.js';
 import { formatHostPort } from '../config/cluster-config.js';
 import { Election, type Leader } from '../coord/election.js';
 import { joinMembership, KEYS, type MemberInfo } from '../coord/membership.js';
@@ -19,6 +19,7 @@ export class Membership {
   private lastError: string | undefined;
   private readonly controller = new AbortController();
   private loop: Promise<void> | undefined;
+  private stepDownController: AbortController | undefined;
 
   constructor(
     private readonly agent: Agent,
@@ -99,12 +100,22 @@ export class Membership {
       this.logger.info({ lease: session.lease.toString(16) }, 'joined the cluster');
       const stop = AbortSignal.any([signal, session.signal]);
       const election = new Election(this.store, KEYS.masterElection, session);
-      const leader = await this.campaign(election, stop);
-      this.phaseValue = 'master';
-      this.termValue = leader.term;
-      this.logger.info({ term: leader.term.toString() }, `${this.agent.name} acting as current cluster master`);
-      await this.watchMembers(leader.term, stop);
-      await session.done();
+      while (!stop.aborted) {
+        const leader = await this.campaign(election, stop);
+        this.phaseValue = 'master';
+        this.termValue = leader.term;
+        this.logger.info({ term: leader.term.toString() }, `${this.agent.name} acting as current cluster master`);
+        const stepDown = new AbortController();
+        this.stepDownController = stepDown;
+        await this.watchMembers(leader.term, AbortSignal.any([stop, stepDown.signal]));
+        this.stepDownController = undefined;
+        if (stop.aborted) break;
+        // Asked to step down: give up the term and queue again behind the other candidates.
+        await election.resign();
+        this.phaseValue = 'member';
+        this.termValue = undefined;
+        this.logger.info({ term: leader.term.toString() }, 'stepped down as master');
+      }
     } finally {
       if (session.state === 'lost') this.logger.warn({ reason: session.reason }, 'membership lost with the session; rejoining');
       await session.close({ revoke: signal.aborted });
@@ -144,6 +155,20 @@ export class Membership {
         watch.close();
       }
     }
+  }
+
+  /**
+   * Hands mastership to the next candidate (a switchover, for maintenance or tests); this node
+   * campaigns again behind the others. Resolves once this node has given up the term.
+   */
+  async stepDown(): Promise<void> {
+    const controller = this.stepDownController;
+    if (this.phaseValue !== 'master' || !controller) {
+      throw new CorralError('NOT_RUNNING', `${this.agent.name} is not the master; ask the master to step down`);
+    }
+    controller.abort();
+    const deadline = this.agent.clock.now() + this.agent.config.timings.requestTimeoutMs;
+    while (this.phaseValue === 'master' && this.agent.clock.now() < deadline) await this.agent.clock.sleep(5);
   }
 
   /** Leaves the cluster: revokes the session so this node shows DOWN and master moves at once. */

@@ -117,6 +117,13 @@ export function addAgentRoutes(server: RpcServer, agent: Agent): void {
     };
   });
 
+  server.route('POST', PATHS.masterStepDown, async () => {
+    const membership = agent.membershipState;
+    if (!membership) throw new CorralError('NOT_RUNNING', `${agent.name} has not joined the cluster yet`);
+    await membership.stepDown();
+    return { node: agent.name, phase: membership.phase };
+  });
+
   server.route('GET', PATHS.clusterPing, async (req): Promise<ClusterPingResponse> => {
     const timeout = Number(req.query.get('timeoutMs') ?? agent.config.timings.requestTimeoutMs);
     if (!Number.isFinite(timeout) || timeout < 1 || timeout > 60_000) throw new CorralError('BAD_REQUEST', 'timeoutMs must be between 1 and 60000');

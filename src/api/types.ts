@@ -5,6 +5,7 @@ export const PATHS = {
   status: '/v1/status',
   clusterPing: '/v1/cluster/ping',
   join: '/v1/join',
+  masterStepDown: '/v1/master/step-down',
 } as const;
 
 export interface PingResponse {

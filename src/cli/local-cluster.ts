@@ -10,6 +10,7 @@ import { CorralError, isCorralError } from '../api/errors.js';
 import type { StatusResponse } from '../api/types.js';
 import { CorralClient } from '../client/client.js';
 import { loadClusterConfig, type ClusterConfig, type NodeConfig } from '../config/cluster-config.js';
+import { isProcessAlive } from '../util/process.js';
 import { bootstrapCluster } from './bootstrap.js';
 
 /** The `corral` executable at the repository root. */
@@ -41,20 +42,7 @@ export async function freePorts(count: number): Promise<number[]> {
   return ports;
 }
 
-/** Whether a process exists and is not a zombie (exited but not yet reaped). */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
+export const isAlive = isProcessAlive;
 
 /** Whether `pid` is the agent for `node` of this config (guards against a reused pid). */
 export function isOurAgent(pid: number, configFile: string, node: string): boolean {

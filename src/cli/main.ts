@@ -102,6 +102,13 @@ export async function main(argv: readonly string[], io: CliIO): Promise<number> 
 
 const isEntry = process.argv[1] !== undefined && /(?:^|\/)(?:corral|main\.js)$/.test(process.argv[1]);
 if (isEntry) {
+  // A reader that goes away (`corral status | head -1`) is not an error.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      throw err;
+    });
+  }
   main(process.argv.slice(2), makeIO()).then(
     (code) => {
       process.exitCode = code;

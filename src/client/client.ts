@@ -89,6 +89,11 @@ export class CorralClient {
     return this.call<ClusterPingResponse>('GET', timeoutMs ? `${PATHS.clusterPing}?timeoutMs=${timeoutMs}` : PATHS.clusterPing);
   }
 
+  /** Asks the agent this client reaches (use `node` to pick the master) to hand mastership on. */
+  stepDown(): Promise<{ node: string; phase: string }> {
+    return this.call('POST', PATHS.masterStepDown, {});
+  }
+
   async close(): Promise<void> {
     await this.current?.close();
     this.current = undefined;

@@ -121,7 +121,7 @@ describe('coordination recipes on the embedded store', () => {
     const rest = [1, 2].map((i) => (elections[i] as Election).campaign(`c${i}`).then((l) => order.push(l.value)));
     await sleep(100);
     await (elections[0] as Election).resign();
-    await waitFor('c1 to lead', async () => order.length === 2, 2000);
+    await waitFor('c1 to lead', () => Promise.resolve(order.length === 2), 2000);
     await (elections[1] as Election).resign();
     await Promise.all(rest);
     assert.deepEqual(order, ['c0', 'c1', 'c2']);
