@@ -104,14 +104,26 @@ export class RpcClient {
     });
   }
 
-  /** A streaming request: yields each NDJSON line; an {"error":...} line throws its CorralError. */
+  /**
+   * A streaming request, sent when iteration starts: yields each NDJSON line; an {"error":...}
+   * line throws its CorralError. close() (or the signal) ends the iteration quietly.
+   */
   stream<T>(method: Method, path: string, body?: unknown, opts: { signal?: AbortSignal } = {}): RpcStream<T> {
     const controller = new AbortController();
     const { signal } = opts;
-    if (signal?.aborted) controller.abort(signal.reason);
-    signal?.addEventListener('abort', () => controller.abort(signal.reason), { once: true });
-    const lines = this.lines<T>(method, path, body, controller.signal);
-    return { [Symbol.asyncIterator]: () => lines, close: () => controller.abort() };
+    const onAbort = (): void => controller.abort(signal?.reason);
+    if (signal?.aborted) onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const unlink = (): void => signal?.removeEventListener('abort', onAbort);
+    // A long-lived caller signal must not collect one listener per finished stream.
+    const lines = this.finallyDo(this.lines<T>(method, path, body, controller.signal), unlink);
+    return {
+      [Symbol.asyncIterator]: () => lines,
+      close: () => {
+        unlink();
+        controller.abort();
+      },
+    };
   }
 
   /** Ends the session at once; calls and streams in flight fail with UNAVAILABLE. */
@@ -147,6 +159,14 @@ export class RpcClient {
       signal.removeEventListener('abort', onAbort);
     }
     yield* this.parseLines<T>(response.req, signal, `${method} ${path}`);
+  }
+
+  private async *finallyDo<T>(inner: AsyncGenerator<T>, cleanup: () => void): AsyncGenerator<T> {
+    try {
+      yield* inner;
+    } finally {
+      cleanup();
+    }
   }
 
   private async *parseLines<T>(req: ClientHttp2Stream, signal: AbortSignal, what: string): AsyncGenerator<T> {

@@ -197,6 +197,19 @@ describe('RPC over a UNIX socket', { timeout: 60_000 }, () => {
     });
   });
 
+  it("a caller's signal ends a stream quietly and aborts the handler", async () => {
+    streamAborts.length = 0;
+    const controller = new AbortController();
+    const seen: number[] = [];
+    for await (const item of client.stream<{ i: number }>('GET', '/v1/forever', undefined, { signal: controller.signal })) {
+      seen.push(item.i);
+      if (item.i === 1) controller.abort();
+    }
+    assert.deepEqual(seen, [0, 1]);
+    for (let i = 0; i < 50 && streamAborts.length === 0; i++) await sleep(20);
+    assert.deepEqual(streamAborts, ['aborted']);
+  });
+
   it('a call past its deadline fails with TIMEOUT, and the handler sees its signal abort', async () => {
     await assert.rejects(client.call('GET', '/v1/slow', undefined, { timeoutMs: 100 }), (err: CorralError) => {
       assert.equal(err.code, 'TIMEOUT');
