@@ -69,6 +69,11 @@ export type TxnOpResult =
   | { type: 'get'; kv: KeyValue | undefined }
   | { type: 'range'; kvs: KeyValue[]; more: boolean };
 
+/**
+ * A transaction: if every compare holds, the success ops run, else the failure ops, in order and at
+ * one revision; a read in a branch sees that branch's earlier writes (as in etcd). As in etcd, a
+ * branch may not put one key twice nor put a key it also deletes: such a txn fails with BAD_REQUEST.
+ */
 export interface Txn {
   compare: Compare[];
   success: TxnOp[];
@@ -91,7 +96,7 @@ export interface LeaseGrant {
 export interface LeaseStatus {
   id: LeaseId;
   grantedTtlSeconds: number;
-  /** Seconds left before expiry as the store sees it; -1 when the lease does not exist. */
+  /** Seconds left before expiry as the store sees it; -1 (and grantedTtlSeconds 0) when the lease does not exist. */
   remainingSeconds: number;
   keys: string[];
 }
@@ -100,7 +105,10 @@ export type WatchEventType = 'put' | 'delete';
 
 export interface WatchEvent {
   type: WatchEventType;
-  /** For a delete, `value` is '' and `modRevision` is the deleting revision. */
+  /**
+   * For a delete, `value` is '' and `modRevision` is the deleting revision; createRevision, version
+   * and lease are 0 (as etcd reports a delete).
+   */
   kv: KeyValue;
   /** The revision of the write that produced the event (equal to kv.modRevision). */
   revision: Revision;
@@ -142,6 +150,7 @@ export interface Store {
   /** The current revision (a linearizable read). */
   revision(): Promise<Revision>;
 
+  /** Ends open watches; later calls fail with STORE_UNAVAILABLE. Idempotent. */
   close(): Promise<void>;
 }
 

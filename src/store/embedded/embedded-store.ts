@@ -81,13 +81,23 @@ const DEFAULT_HISTORY_LIMIT = 20_000;
 export async function openEmbeddedStore(opts: EmbeddedStoreOptions): Promise<EmbeddedStore> {
   const clock = opts.clock ?? systemClock;
   const logger = (opts.logger ?? nullLogger).child({ component: 'store', dataDir: opts.dataDir });
-  await mkdir(opts.dataDir, { recursive: true });
-  const lock = await acquireDirLock(opts.dataDir, logger);
   try {
-    return await recover({ ...opts, clock, logger, lock });
+    await mkdir(opts.dataDir, { recursive: true });
+    const lock = await acquireDirLock(opts.dataDir, logger);
+    try {
+      return await recover({ ...opts, clock, logger, lock });
+    } catch (err) {
+      await lock.release();
+      throw err;
+    }
   } catch (err) {
-    await lock.release();
-    throw err;
+    if (err instanceof CorralError) throw err;
+    // File-system errors (EACCES, ENOSPC, EROFS...) become one line that says where.
+    throw new CorralError(
+      'STORE_UNAVAILABLE',
+      `cannot open the store in ${opts.dataDir}: ${(err as Error).message}; check that the directory is writable and the disk has space`,
+      { cause: err },
+    );
   }
 }
 

@@ -5,8 +5,10 @@ import fs from 'node:fs';
 import { describe, it } from 'node:test';
 import { isCorralError, type ErrorCode } from '../../api/errors.js';
 import type { Store, WatchEvent } from '../store.js';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { openEmbeddedStore } from './embedded-store.js';
-import { withStore, withTempDir } from './fixtures.js';
+import { ManualClock, withStore, withTempDir } from './fixtures.js';
 
 function rejectsWith(promise: Promise<unknown>, code: ErrorCode, mention?: string): Promise<void> {
   return assert.rejects(promise, (err: unknown) => {
@@ -73,5 +75,29 @@ describe('embedded store failures', () => {
         await rejectsWith(store.put('big', 'x'.repeat(17 * 1024 * 1024)), 'TOO_LARGE');
         assert.equal(await store.revision(), 0n, 'nothing was written');
       });
+    }));
+
+  it('reports a data directory it cannot use as STORE_UNAVAILABLE naming the directory', () =>
+    withTempDir(async (dir) => {
+      const notADir = join(dir, 'a-file');
+      await writeFile(notADir, 'x');
+      await rejectsWith(openEmbeddedStore({ dataDir: join(notADir, 'data') }), 'STORE_UNAVAILABLE', notADir);
+    }));
+
+  it('arms no timer beyond what setTimeout can wait, whatever the lease TTL', () =>
+    withTempDir(async (dataDir) => {
+      const delays: number[] = [];
+      const clock = new (class extends ManualClock {
+        override setTimer(ms: number, fn: () => void): ReturnType<ManualClock['setTimer']> {
+          delays.push(ms);
+          return super.setTimer(ms, fn);
+        }
+      })();
+      await withStore({ dataDir, clock }, async (store) => {
+        const lease = await store.grantLease(100_000_000); // about three years
+        clock.advance(10 * 3_600_000);
+        assert.ok((await store.leaseStatus(lease.id)).remainingSeconds > 99_000_000);
+      });
+      assert.ok(delays.length > 0 && delays.every((ms) => ms <= 2 ** 31 - 1), `timer delays: ${delays.join(', ')}`);
     }));
 });

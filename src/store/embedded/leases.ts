@@ -5,6 +5,8 @@
 import type { Clock, Timer } from '../../util/clock.js';
 import type { LeaseId } from '../store.js';
 
+const MAX_TIMER_MS = 3_600_000;
+
 export class LeaseDeadlines {
   private readonly deadlines = new Map<LeaseId, number>();
   private timer: Timer | undefined;
@@ -43,8 +45,11 @@ export class LeaseDeadlines {
   private arm(at: number): void {
     if (this.closed) return;
     this.disarm();
-    this.armedAt = at;
-    this.timer = this.clock.setTimer(at - this.clock.now(), () => this.fire());
+    // Timers cannot wait longer than 2^31 - 1 ms (Node fires them at once instead), so a far
+    // deadline is approached in steps; an early fire just re-arms.
+    const delay = Math.min(at - this.clock.now(), MAX_TIMER_MS);
+    this.armedAt = this.clock.now() + delay;
+    this.timer = this.clock.setTimer(delay, () => this.fire());
   }
 
   private disarm(): void {
