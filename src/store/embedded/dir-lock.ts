@@ -8,6 +8,7 @@ import { link, open, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CorralError } from '../../api/errors.js';
 import type { Logger } from '../../util/log.js';
+import { isProcessAlive } from '../../util/process.js';
 import { errnoCode } from './fs-util.js';
 
 export const LOCK_FILE = 'LOCK';
@@ -24,7 +25,7 @@ export async function acquireDirLock(dir: string, logger: Logger): Promise<DirLo
     if (await tryCreate(path)) return { path, release: () => releaseLock(path) };
     const owner = await readOwner(path);
     if (owner === undefined) continue; // vanished between our attempts: try again
-    if (owner !== null && isAlive(owner)) {
+    if (owner !== null && isProcessAlive(owner)) {
       const who = owner === process.pid ? `pid ${owner} (this process)` : `pid ${owner}`;
       throw new CorralError(
         'DATA_DIR_LOCKED',
@@ -69,15 +70,6 @@ async function readOwner(path: string): Promise<number | null | undefined> {
   }
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: the process exists but belongs to someone else.
-    return errnoCode(err) === 'EPERM';
-  }
-}
 
 // Re-reads just before removing, so a lock that another process took over in the meantime survives.
 async function removeIfOwner(path: string, owner: number | null): Promise<void> {
