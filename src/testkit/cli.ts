@@ -38,3 +38,36 @@ export function runCorral(args: string[], options: { env?: NodeJS.ProcessEnv; cw
     child.stdin.end(options.input ?? '');
   });
 }
+
+export interface AgentHandle {
+  pid: number;
+  /** stderr so far. */
+  output(): string;
+  /** SIGTERM, then SIGKILL after `graceMs`; resolves with the exit code (null if killed by a signal). */
+  stop(graceMs?: number): Promise<number | null>;
+  exited: Promise<number | null>;
+}
+
+/** Starts `corral agent` as a child of the test (so the test can end it by pid). */
+export function startAgent(config: string, node: string, options: { env?: NodeJS.ProcessEnv; args?: string[] } = {}): AgentHandle {
+  const child = spawn(process.execPath, [CORRAL, 'agent', '--config', config, '--node', node, ...(options.args ?? [])], {
+    env: { ...process.env, NO_COLOR: '1', ...options.env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return {
+    pid: child.pid as number,
+    output: () => stderr,
+    exited,
+    async stop(graceMs = 10_000) {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}

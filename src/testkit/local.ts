@@ -9,7 +9,11 @@ import type { StatusResponse } from '../api/types.js';
 import { isAlive } from '../cli/local-cluster.js';
 import { runCorral, type RunResult } from './cli.js';
 
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+export const sleep = (ms: number, options: { ref?: boolean } = {}): Promise<void> =>
+  new Promise((r) => {
+    const t = setTimeout(r, ms);
+    if (options.ref === false) t.unref();
+  });
 
 /** Polls `probe` until it returns a value, at most `timeoutMs`; returns the value and the time it took. */
 export async function waitUntil<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs: number, everyMs = 20): Promise<{ value: T; ms: number }> {
