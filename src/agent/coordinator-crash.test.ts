@@ -1,10 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { RemoteStore } from '../client/remote-store.js';
-import { loadClusterConfig } from '../config/cluster-config.js';
-import { loadAdminCredentials } from '../config/pki-files.js';
-import { RpcClient } from '../transport/client.js';
-import { LocalClusterFixture, sleep } from '../testkit/local.js';
+import { adminStore, LocalClusterFixture, sleep } from '../testkit/local.js';
 
 interface Ack {
   key: string;
@@ -17,19 +13,8 @@ describe('the coordinator killed with SIGKILL during concurrent writes', { timeo
   before(() => lc.up());
   after(() => lc.destroy());
 
-  function remoteStore(): RemoteStore {
-    const config = loadClusterConfig(lc.config);
-    const n1 = config.nodes[0];
-    assert.ok(n1);
-    const rpc = new RpcClient(
-      { kind: 'tls', host: n1.address.host, port: n1.address.port, credentials: loadAdminCredentials(config.pkiDir), serverName: n1.name },
-      { requestTimeoutMs: 2000, connectTimeoutMs: 2000 },
-    );
-    return new RemoteStore(rpc, 'coordinator n1', { ownsClient: true });
-  }
-
   it('keeps every acknowledged write and never reuses a revision', async () => {
-    const store = remoteStore();
+    const store = await adminStore(lc.config);
     const acks: Ack[] = [];
     let failures = 0;
     let stop = false;
@@ -58,7 +43,7 @@ describe('the coordinator killed with SIGKILL during concurrent writes', { timeo
     assert.ok(failures > 0, 'writers saw the coordinator die');
 
     await lc.up(); // restarts n1 on the same data directory
-    const after = remoteStore();
+    const after = await adminStore(lc.config);
     try {
       const { kvs } = await after.range('/crash/');
       const byKey = new Map(kvs.map((kv) => [kv.key, kv]));

@@ -97,3 +97,18 @@ export class LocalClusterFixture {
     assert.deepEqual(survivors, [], 'agents survived local down');
   }
 }
+
+/** A Store client over mutual TLS to the coordinator, with the cluster's admin credentials. */
+export async function adminStore(configFile: string): Promise<import('../client/remote-store.js').RemoteStore> {
+  const { loadClusterConfig, findNode } = await import('../config/cluster-config.js');
+  const { loadAdminCredentials } = await import('../config/pki-files.js');
+  const { RpcClient } = await import('../transport/client.js');
+  const { RemoteStore } = await import('../client/remote-store.js');
+  const config = loadClusterConfig(configFile);
+  const coordinator = findNode(config, config.coordinator);
+  const rpc = new RpcClient(
+    { kind: 'tls', host: coordinator.address.host, port: coordinator.address.port, credentials: loadAdminCredentials(config.pkiDir), serverName: coordinator.name },
+    { requestTimeoutMs: 5000, connectTimeoutMs: 5000 },
+  );
+  return new RemoteStore(rpc, `coordinator ${coordinator.name}`, { ownsClient: true });
+}
