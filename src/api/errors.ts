@@ -23,7 +23,6 @@ export const ErrorCodes = {
   JOURNAL_CORRUPT: { status: 500, exit: 74, summary: 'the store journal or snapshot is corrupt before its end' },
   DATA_DIR_LOCKED: { status: 409, exit: 75, summary: 'another process already owns this data directory' },
   // Cluster
-  NOT_COORDINATOR: { status: 421, exit: 69, summary: 'this agent does not host the store' },
   ALREADY_RUNNING: { status: 409, exit: 1, summary: 'the thing to start is already running' },
   NOT_RUNNING: { status: 409, exit: 1, summary: 'the thing to stop or query is not running' },
   JOIN_REFUSED: { status: 403, exit: 77, summary: 'the join token was refused' },
