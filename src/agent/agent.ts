@@ -121,7 +121,10 @@ export class Agent {
         { kind: 'tls', host: coordinator.address.host, port: coordinator.address.port, credentials: this.credentials, serverName: coordinator.name },
         { requestTimeoutMs: config.timings.requestTimeoutMs, connectTimeoutMs: config.timings.requestTimeoutMs },
       );
-      this.store = new RemoteStore(rpc, `coordinator ${coordinator.name} (${formatHostPort(coordinator.address)})`, { ownsClient: true });
+      this.store = new RemoteStore(rpc, `coordinator ${coordinator.name} (${formatHostPort(coordinator.address)})`, {
+        ownsClient: true,
+        keepAliveTimeoutMs: Math.min(config.timings.requestTimeoutMs, (config.timings.sessionTtlSeconds * 1000) / 2),
+      });
     }
     addAgentRoutes(this.server, this);
     await this.server.listenUnix(this.self.socket, { mode: 0o600 });
@@ -170,11 +173,19 @@ export class Agent {
     const { logger } = this.opts;
     this.stateValue = 'stopping';
     logger.info({ reason }, 'agent stopping');
-    await this.membership?.stop();
-    await this.join?.close();
-    await this.server.close();
-    await Promise.all([...this.peers.values()].map((p) => p.close()));
-    await this.store?.close();
+    // Each step runs even if an earlier one failed: a half-stopped agent must not linger.
+    const step = async (name: string, fn: () => Promise<unknown> | undefined): Promise<void> => {
+      try {
+        await fn();
+      } catch (err) {
+        logger.warn({ step: name, err: (err as Error).message }, 'a shutdown step failed; continuing');
+      }
+    };
+    await step('leave the cluster', () => this.membership?.stop());
+    await step('close the join listener', () => this.join?.close());
+    await step('close the servers', () => this.server.close());
+    await step('close peer connections', () => Promise.all([...this.peers.values()].map((p) => p.close())));
+    await step('close the store', () => this.store?.close());
     this.stateValue = 'stopped';
     logger.info('agent stopped');
     this.resolveStopped();

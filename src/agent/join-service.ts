@@ -12,7 +12,7 @@ import { obj } from '../api/store-wire.js';
 import { PATHS, type JoinRequest, type JoinResponse } from '../api/types.js';
 import { formatHostPort, NODE_NAME, parseHostPort } from '../config/cluster-config.js';
 import { PKI_FILES, readCaKey } from '../config/pki-files.js';
-import { KEYS, readClusterView, registerNode } from '../coord/membership.js';
+import { readClusterView } from '../coord/membership.js';
 import { joinPsk } from '../transport/join-token.js';
 import { issueCertificate } from '../transport/pki.js';
 import { RpcServer } from '../transport/server.js';
@@ -58,9 +58,17 @@ export class JoinService {
         const join = parseJoinRequest(req.body);
         const store = agent.storeClient;
         const view = await readClusterView(store);
+        // A name that exists (registered, or in the cluster's configuration) is never handed out
+        // again: the token would otherwise let its holder impersonate that node.
         const existing = view.nodes.find((n) => n.name === join.node);
-        if (existing?.up) {
-          throw new CorralError('JOIN_REFUSED', `node ${join.node} is already up at ${existing.address}; stop it or join under another name`);
+        if (existing) {
+          throw new CorralError(
+            'JOIN_REFUSED',
+            `node ${join.node} is already a member (${existing.up ? 'up' : 'down'}, ${existing.address}); join under another name`,
+          );
+        }
+        if (config.nodes.some((n) => n.name === join.node)) {
+          throw new CorralError('JOIN_REFUSED', `node ${join.node} is already in the cluster's configuration; join under another name`);
         }
         const clash = view.nodes.find((n) => n.address === join.address && n.name !== join.node);
         if (clash) throw new CorralError('JOIN_REFUSED', `address ${join.address} already belongs to node ${clash.name}`);
@@ -73,8 +81,9 @@ export class JoinService {
           publicKeyPem: join.publicKeyPem,
           ...(isIP(host) ? { ipAddresses: [host] } : { dnsNames: [host] }),
         });
-        await registerNode(store, join.node, { address: join.address });
-        logger.info({ peer: join.node, address: join.address, registry: KEYS.registry }, 'node joined the cluster');
+        // The node enters the registry when its agent first starts (it writes its own key), so a
+        // join whose joiner then gives up (say, the CA did not match its token) leaves nothing behind.
+        logger.info({ peer: join.node, address: join.address }, 'issued a node certificate to a joining node');
         return {
           cluster: config.cluster,
           caPem,

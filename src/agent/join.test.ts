@@ -65,7 +65,8 @@ describe('corral init and corral join', { timeout: 120_000 }, () => {
   it('a token whose CA fingerprint does not match is refused after the handshake', async () => {
     const forged = token.replace(/[0-9a-f]{64}/, '0'.repeat(64));
     assert.notEqual(forged, token);
-    const r = await runCorral(['join', `127.0.0.1:${ports[1]}`, '--token', forged, '--node', 'b1', '--address', `127.0.0.1:${ports[2]}`, '--dir', b]);
+    // The coordinator reserves the name before the joiner checks the CA, so use a name of its own.
+    const r = await runCorral(['join', `127.0.0.1:${ports[1]}`, '--token', forged, '--node', 'b0', '--address', '127.0.0.1:2', '--dir', b]);
     assert.equal(r.code, 77, r.stderr);
     assert.match(r.stderr, /does not match the token/);
     assert.equal(existsSync(path.join(b, 'corral.yaml')), false);
@@ -83,8 +84,8 @@ describe('corral init and corral join', { timeout: 120_000 }, () => {
     assert.equal(readFileSync(path.join(b, 'pki', 'ca.crt'), 'utf8'), readFileSync(path.join(a, 'pki', 'ca.crt'), 'utf8'));
 
     const before = await runCorral(['status', '--json', '--config', path.join(a, 'corral.yaml')]);
-    const listed = (JSON.parse(before.stdout) as StatusResponse).nodes.find((n) => n.name === 'b1');
-    assert.equal(listed?.state, 'down', 'registered at join, down until its agent starts');
+    const listed = (JSON.parse(before.stdout) as StatusResponse).nodes.map((n) => n.name);
+    assert.deepEqual(listed, ['a1'], 'a node enters the registry when its agent first starts');
 
     agents.push(startAgent(path.join(b, 'corral.yaml'), 'b1'));
     const { value } = await waitUntil('b1 to be up', async () => {
@@ -100,10 +101,21 @@ describe('corral init and corral join', { timeout: 120_000 }, () => {
     assert.equal(ping.code, 0, ping.stderr);
   });
 
-  it('a node that is up cannot be joined again under its name', async () => {
+  it('a name that exists cannot be joined again: up, down, or in the configuration', async () => {
     const c = path.join(tmp, 'c');
-    const r = await runCorral(['join', `127.0.0.1:${ports[1]}`, '--token', token, '--node', 'b1', '--address', '127.0.0.1:1', '--dir', c]);
-    assert.equal(r.code, 77, r.stderr);
-    assert.match(r.stderr, /node b1 is already up/);
+    const join = (node: string): ReturnType<typeof runCorral> =>
+      runCorral(['join', `127.0.0.1:${ports[1]}`, '--token', token, '--node', node, '--address', '127.0.0.1:1', '--dir', c]);
+    const up = await join('b1');
+    assert.equal(up.code, 77, up.stderr);
+    assert.match(up.stderr, /node b1 is already a member \(up/);
+    const coordinator = await join('a1');
+    assert.equal(coordinator.code, 77, coordinator.stderr);
+    assert.match(coordinator.stderr, /node a1 is already/);
+    const b1 = agents.pop() as AgentHandle;
+    assert.equal(await b1.stop(), 0);
+    const down = await join('b1');
+    assert.equal(down.code, 77, down.stderr);
+    assert.match(down.stderr, /node b1 is already a member \(down/);
+    assert.equal(existsSync(path.join(c, 'corral.yaml')), false);
   });
 });

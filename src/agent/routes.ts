@@ -14,7 +14,13 @@ import {
 import { formatHostPort, parseHostPort } from '../config/cluster-config.js';
 import { readClusterView, type ClusterView } from '../coord/membership.js';
 import type { RpcServer } from '../transport/server.js';
+import type { PeerIdentity } from '../transport/types.js';
 import type { Agent } from './agent.js';
+
+/** Operators: a local client on the agent's socket, or the administrator's certificate. */
+export function isOperator(peer: PeerIdentity): boolean {
+  return peer.kind === 'local' || (peer.kind === 'tls' && peer.role === 'admin');
+}
 
 interface KnownNode {
   name: string;
@@ -32,9 +38,13 @@ function knownNodes(agent: Agent, lastView: ClusterView | undefined): KnownNode[
 async function pingNode(agent: Agent, node: KnownNode, timeoutMs: number): Promise<NodePing> {
   const address = parseHostPort(node.address);
   if (!address) return { name: node.name, address: node.address, ok: false, rttMs: null, error: 'no valid address registered' };
-  const started = performance.now();
+  const deadline = performance.now() + timeoutMs;
   try {
-    await agent.peer({ name: node.name, address }).call<PingResponse>('GET', PATHS.ping, undefined, { timeoutMs });
+    // The first call may have to connect (TCP + TLS handshake); the round trip is the second.
+    const peer = agent.peer({ name: node.name, address });
+    await peer.call<PingResponse>('GET', PATHS.ping, undefined, { timeoutMs });
+    const started = performance.now();
+    await peer.call<PingResponse>('GET', PATHS.ping, undefined, { timeoutMs: Math.max(1, deadline - started) });
     return { name: node.name, address: node.address, ok: true, rttMs: Math.round((performance.now() - started) * 1000) / 1000, error: null };
   } catch (err) {
     return { name: node.name, address: node.address, ok: false, rttMs: null, error: (err as Error).message };
@@ -50,6 +60,7 @@ export function addAgentRoutes(server: RpcServer, agent: Agent): void {
       cluster: agent.config.cluster,
       version: agent.version,
       time: new Date(agent.clock.wallNow()).toISOString(),
+      phase: agent.membershipState?.phase ?? 'connecting',
     }),
   );
 
@@ -117,12 +128,17 @@ export function addAgentRoutes(server: RpcServer, agent: Agent): void {
     };
   });
 
-  server.route('POST', PATHS.masterStepDown, async () => {
-    const membership = agent.membershipState;
-    if (!membership) throw new CorralError('NOT_RUNNING', `${agent.name} has not joined the cluster yet`);
-    await membership.stepDown();
-    return { node: agent.name, phase: membership.phase };
-  });
+  server.route(
+    'POST',
+    PATHS.masterStepDown,
+    async () => {
+      const membership = agent.membershipState;
+      if (!membership) throw new CorralError('NOT_RUNNING', `${agent.name} has not joined the cluster yet`);
+      await membership.stepDown();
+      return { node: agent.name, phase: membership.phase };
+    },
+    { allow: isOperator },
+  );
 
   server.route('GET', PATHS.clusterPing, async (req): Promise<ClusterPingResponse> => {
     const timeout = Number(req.query.get('timeoutMs') ?? agent.config.timings.requestTimeoutMs);

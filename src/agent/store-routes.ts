@@ -17,8 +17,9 @@ import {
   value,
   type WireWatchEvent,
 } from '../api/store-wire.js';
-import type { Store } from '../store/store.js';
-import type { RpcRequest, RpcServer } from '../transport/server.js';
+import type { Store, TxnOp } from '../store/store.js';
+import { actorOf, StorePolicy, type StoreActor } from './store-policy.js';
+import type { RpcServer } from '../transport/server.js';
 import type { PeerIdentity } from '../transport/types.js';
 
 /** Agents (node certificates), administrators and local clients may use the store. */
@@ -27,8 +28,9 @@ export function mayUseStore(peer: PeerIdentity): boolean {
 }
 
 export function addStoreRoutes(server: RpcServer, store: Store): void {
-  const post = (path: string, handler: (body: Record<string, unknown>, req: RpcRequest) => unknown): void => {
-    server.route('POST', path, (req) => handler(obj(req.body ?? {}, 'request body'), req) as Promise<unknown>, { allow: mayUseStore });
+  const policy = new StorePolicy(store);
+  const post = (path: string, handler: (body: Record<string, unknown>, actor: StoreActor) => unknown): void => {
+    server.route('POST', path, (req) => handler(obj(req.body ?? {}, 'request body'), actorOf(req.peer)) as Promise<unknown>, { allow: mayUseStore });
   };
 
   post(STORE_PATHS.get, async (b) => {
@@ -40,29 +42,46 @@ export function addStoreRoutes(server: RpcServer, store: Store): void {
     const r = await store.range(prefix(b.prefix), limit === undefined ? {} : { limit });
     return { revision: r.revision.toString(), kvs: r.kvs.map(encodeKv), more: r.more };
   });
-  post(STORE_PATHS.put, async (b) => {
+  post(STORE_PATHS.put, async (b, actor) => {
     const lease = b.lease === undefined || b.lease === null ? undefined : int64(b.lease, 'lease');
-    const r = await store.put(key(b.key), value(b.value), lease === undefined ? {} : { lease });
+    const op: TxnOp = lease === undefined ? { type: 'put', key: key(b.key), value: value(b.value) } : { type: 'put', key: key(b.key), value: value(b.value), lease };
+    await policy.checkWrite(actor, op);
+    const r = await store.put(op.key, op.value, lease === undefined ? {} : { lease });
     return { revision: r.revision.toString(), prev: encodeOptionalKv(r.prev) };
   });
-  post(STORE_PATHS.delete, async (b) => {
-    const r = await store.delete(key(b.key), { prefix: b.prefix === true });
+  post(STORE_PATHS.delete, async (b, actor) => {
+    const op: TxnOp = { type: 'delete', key: key(b.key), prefix: b.prefix === true };
+    await policy.checkWrite(actor, op);
+    const r = await store.delete(op.key, { prefix: op.prefix === true });
     return { revision: r.revision.toString(), deleted: r.deleted };
   });
-  post(STORE_PATHS.txn, async (b) => encodeTxnResult(await store.txn(decodeTxn(b))));
-  post(STORE_PATHS.leaseGrant, async (b) => {
+  post(STORE_PATHS.txn, async (b, actor) => {
+    const txn = decodeTxn(b);
+    for (const op of [...txn.success, ...(txn.failure ?? [])]) await policy.checkWrite(actor, op);
+    return encodeTxnResult(await store.txn(txn));
+  });
+  post(STORE_PATHS.leaseGrant, async (b, actor) => {
     const ttl = optionalInt(b.ttlSeconds, 'ttlSeconds', 1, 86_400 * 365);
     if (ttl === undefined) throw new CorralError('BAD_REQUEST', 'ttlSeconds is required');
     const g = await store.grantLease(ttl);
+    await policy.recordGrant(actor, g.id);
     return { id: g.id.toString(), ttlSeconds: g.ttlSeconds };
   });
-  post(STORE_PATHS.leaseKeepAlive, async (b) => store.keepAlive(int64(b.id, 'id')));
-  post(STORE_PATHS.leaseRevoke, async (b) => {
-    await store.revokeLease(int64(b.id, 'id'));
+  post(STORE_PATHS.leaseKeepAlive, async (b, actor) => {
+    const id = int64(b.id, 'id');
+    await policy.checkLease(actor, id, 'keep alive');
+    return store.keepAlive(id);
+  });
+  post(STORE_PATHS.leaseRevoke, async (b, actor) => {
+    const id = int64(b.id, 'id');
+    await policy.checkLease(actor, id, 'revoke');
+    await store.revokeLease(id);
     return {};
   });
-  post(STORE_PATHS.leaseStatus, async (b) => {
-    const s = await store.leaseStatus(int64(b.id, 'id'));
+  post(STORE_PATHS.leaseStatus, async (b, actor) => {
+    const id = int64(b.id, 'id');
+    await policy.checkLease(actor, id, 'inspect');
+    const s = await store.leaseStatus(id);
     return { id: s.id.toString(), grantedTtlSeconds: s.grantedTtlSeconds, remainingSeconds: s.remainingSeconds, keys: s.keys };
   });
   post(STORE_PATHS.revision, async () => ({ revision: (await store.revision()).toString() }));

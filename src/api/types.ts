@@ -14,6 +14,8 @@ export interface PingResponse {
   version: string;
   /** Wall-clock time at the agent, ISO 8601 (display only). */
   time: string;
+  /** What this agent believes it is: still connecting, a member, or the master. */
+  phase: 'connecting' | 'member' | 'master' | 'stopped';
 }
 
 export type ClusterState = 'up' | 'forming' | 'store-unavailable';

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CorralClient } from '../client/client.js';
 import { loadClusterConfig } from '../config/cluster-config.js';
-import { LocalClusterFixture, waitUntil } from '../testkit/local.js';
+import { LocalClusterFixture, sleep, waitUntil } from '../testkit/local.js';
 import { isAlive } from './local-cluster.js';
 
 describe('a local 3-node cluster on the embedded store', { timeout: 240_000 }, () => {
@@ -124,7 +124,27 @@ describe('a local 3-node cluster on the embedded store', { timeout: 240_000 }, (
     await lc.up();
   });
 
+  it('ping lists a hung node as not answering, within its timeout', async () => {
+    const pid = lc.pid('n3');
+    process.kill(pid, 'SIGSTOP');
+    try {
+      const t0 = performance.now();
+      const r = await lc.corral(['ping', '--json', '--timeout', '1500']);
+      const took = performance.now() - t0;
+      assert.equal(r.code, 1, r.stderr);
+      const out = JSON.parse(r.stdout) as { nodes: { name: string; ok: boolean; error: string | null }[] };
+      assert.deepEqual(out.nodes.map((n) => [n.name, n.ok]), [['n1', true], ['n2', true], ['n3', false]]);
+      assert.match(out.nodes[2]?.error ?? '', /within 1500 ms/);
+      assert.ok(took < 8000, `ping took ${took.toFixed(0)} ms`);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    await waitUntil('n3 to be up again', async () => ((await lc.status()).status.nodes.every((n) => n.state === 'up') ? true : undefined), 10_000);
+    await lc.up();
+  });
+
   it('when the coordinator dies, status says the store is unavailable; the cluster recovers when it returns', async () => {
+    const before = (await lc.status()).status;
     const pid = lc.pid('n1');
     process.kill(pid, 'SIGKILL');
     await lc.waitForDeath(pid);
@@ -138,10 +158,17 @@ describe('a local 3-node cluster on the embedded store', { timeout: 240_000 }, (
     const human = await lc.corral(['status', '--node', 'n2']);
     assert.equal(human.code, 1);
     assert.match(human.stdout, /STORE UNAVAILABLE/);
+    // Longer than a session TTL: every agent's session is lost, so recovery means a real rejoin.
+    await sleep(2500);
     await lc.up();
-    const after = await lc.status();
-    assert.equal(after.status.state, 'up');
-    assert.ok(after.status.nodes.every((n) => n.state === 'up'));
+    // The store restores the old leases with a fresh TTL; within that TTL every live agent rejoins
+    // with a new session and a new master is elected.
+    const { value: after } = await waitUntil('a new term with every node up', async () => {
+      const s = (await lc.status('n3')).status;
+      return s.state === 'up' && s.nodes.every((n) => n.state === 'up') && BigInt(s.term ?? '0') > BigInt(before.term as string) ? s : undefined;
+    }, 5000);
+    assert.equal(after.answeredBy, 'n3');
+    assert.match(await lc.log('n2'), /session lost; rejoining the cluster/);
   });
 
   it('down stops every agent and leaves no process behind', async () => {

@@ -64,7 +64,7 @@ export async function main(argv: readonly string[], io: CliIO): Promise<number> 
       io.stdout(await generalHelp());
       return 0;
     }
-    const load = verbs[rest[0] as string];
+    const load = Object.hasOwn(verbs, rest[0] as string) ? verbs[rest[0] as string] : undefined;
     if (!load || rest.length > 1) {
       io.stderr(`corral: no such verb '${rest.join(' ')}'; run 'corral help' for the list\n`);
       return 2;

@@ -85,8 +85,12 @@ export class CorralClient {
     return this.call<PingResponse>('GET', PATHS.ping);
   }
 
+  /** Asks the agent to ping every node, each within `timeoutMs`; this call waits long enough for that. */
   clusterPing(timeoutMs?: number): Promise<ClusterPingResponse> {
-    return this.call<ClusterPingResponse>('GET', timeoutMs ? `${PATHS.clusterPing}?timeoutMs=${timeoutMs}` : PATHS.clusterPing);
+    const perNode = timeoutMs ?? this.config.timings.requestTimeoutMs;
+    return this.call<ClusterPingResponse>('GET', `${PATHS.clusterPing}?timeoutMs=${perNode}`, undefined, {
+      timeoutMs: perNode + this.config.timings.requestTimeoutMs + 1000,
+    });
   }
 
   /** Asks the agent this client reaches (use `node` to pick the master) to hand mastership on. */

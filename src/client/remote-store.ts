@@ -36,7 +36,11 @@ export class RemoteStore implements Store {
     private readonly rpc: RpcClient,
     /** Names the store's host in errors, e.g. 'coordinator n1 (127.0.0.1:7401)'. */
     private readonly description: string,
-    private readonly options: { ownsClient?: boolean } = {},
+    private readonly options: {
+      ownsClient?: boolean;
+      /** Deadline of a keepalive (shorter than other calls: a session counts on it). */
+      keepAliveTimeoutMs?: number;
+    } = {},
   ) {}
 
   private unavailable(err: unknown): unknown {
@@ -46,9 +50,9 @@ export class RemoteStore implements Store {
     return err;
   }
 
-  private async call<T>(path: string, body: unknown): Promise<T> {
+  private async call<T>(path: string, body: unknown, timeoutMs?: number): Promise<T> {
     try {
-      return await this.rpc.call<T>('POST', path, body);
+      return await this.rpc.call<T>('POST', path, body, timeoutMs === undefined ? {} : { timeoutMs });
     } catch (err) {
       throw this.unavailable(err);
     }
@@ -88,7 +92,7 @@ export class RemoteStore implements Store {
   }
 
   async keepAlive(id: LeaseId): Promise<{ ttlSeconds: number }> {
-    return this.call<{ ttlSeconds: number }>(STORE_PATHS.leaseKeepAlive, { id: id.toString() });
+    return this.call<{ ttlSeconds: number }>(STORE_PATHS.leaseKeepAlive, { id: id.toString() }, this.options.keepAliveTimeoutMs);
   }
 
   async revokeLease(id: LeaseId): Promise<void> {

@@ -7,7 +7,7 @@ import { openEmbeddedStore } from '../store/embedded/index.js';
 import type { Store } from '../store/store.js';
 import { faultyStore } from '../testkit/faulty-store.js';
 import { Election, currentLeader } from './election.js';
-import { joinMembership, KEYS, readClusterView, registerNode } from './membership.js';
+import { joinMembership, KEYS, readClusterView } from './membership.js';
 import { Session } from './session.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -131,7 +131,7 @@ describe('coordination recipes on the embedded store', () => {
   it('membership shows a node up while its session lives and down after', async () => {
     // The membership keys are global; this test owns them on this store.
     const s = await Session.open(store, { ttlSeconds: 5, keepaliveIntervalMs: 500 });
-    await registerNode(store, 'other', { address: '127.0.0.1:2' });
+    await store.put(KEYS.registry + 'other', JSON.stringify({ address: '127.0.0.1:2' })); // registered, never started
     await joinMembership(store, s, 'me', { address: '127.0.0.1:1', pid: 1, startedAt: new Date().toISOString(), version: 'test' });
     const e = new Election(store, KEYS.masterElection, s);
     await e.campaign('me');

@@ -19,11 +19,15 @@ function byCreateRevision(a: KeyValue, b: KeyValue): number {
   return a.createRevision < b.createRevision ? -1 : a.createRevision > b.createRevision ? 1 : 0;
 }
 
+/** The leader among an election's campaign keys: the one created first. */
+export function leaderOf(kvs: readonly KeyValue[]): Leader | undefined {
+  const first = [...kvs].sort(byCreateRevision)[0];
+  return first ? { value: first.value, term: first.createRevision, key: first.key } : undefined;
+}
+
 /** The current leader of the election under `prefix`, if any. */
 export async function currentLeader(store: Store, prefix: string): Promise<Leader | undefined> {
-  const { kvs } = await store.range(prefix);
-  const first = kvs.sort(byCreateRevision)[0];
-  return first ? { value: first.value, term: first.createRevision, key: first.key } : undefined;
+  return leaderOf((await store.range(prefix)).kvs);
 }
 
 /**

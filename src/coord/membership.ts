@@ -2,8 +2,8 @@
 // attached to its session. A node is UP while its member key exists and DOWN when it is gone:
 // the key vanishes when the agent revokes its session (clean stop) or when the lease expires.
 
-import type { Store } from '../store/store.js';
-import { currentLeader, type Leader } from './election.js';
+import type { Revision, Store } from '../store/store.js';
+import { leaderOf, type Leader } from './election.js';
 import type { Session } from './session.js';
 
 export const KEYS = {
@@ -48,21 +48,17 @@ function parseJson<T>(text: string): T | undefined {
   }
 }
 
-/** Registers a node and marks it up under the session. */
-export async function joinMembership(store: Store, session: Session, name: string, info: MemberInfo): Promise<void> {
+/** Registers a node and marks it up under the session; returns the revision of that write. */
+export async function joinMembership(store: Store, session: Session, name: string, info: MemberInfo): Promise<Revision> {
   const registry: RegistryEntry = { address: info.address };
-  await store.txn({
+  const { revision } = await store.txn({
     compare: [],
     success: [
       { type: 'put', key: KEYS.registry + name, value: JSON.stringify(registry) },
       { type: 'put', key: KEYS.members + name, value: JSON.stringify(info), lease: session.lease },
     ],
   });
-}
-
-/** Adds a node to the registry (it shows as DOWN until its agent starts). */
-export async function registerNode(store: Store, name: string, entry: RegistryEntry): Promise<void> {
-  await store.put(KEYS.registry + name, JSON.stringify(entry));
+  return revision;
 }
 
 /** Reads nodes, their state and the master in one transaction (one consistent revision). */
@@ -87,9 +83,7 @@ export async function readClusterView(store: Store): Promise<ClusterView> {
     const member = memberByName.get(name);
     return { name, address: member?.address ?? entry?.address ?? '', up: memberByName.has(name), member };
   });
-  const first = [...election.kvs].sort((a, b) => (a.createRevision < b.createRevision ? -1 : 1))[0];
-  const master = first ? { value: first.value, term: first.createRevision, key: first.key } : undefined;
+  const master = leaderOf(election.kvs);
   return { nodes, master, revision: res.revision };
 }
 
-export { currentLeader };

@@ -30,7 +30,6 @@ export class Session {
   private readonly controller = new AbortController();
   private deadlineTimer: Timer | undefined;
   private keepaliveTimer: Timer | undefined;
-  private inFlight = false;
   private lossReason: SessionLossReason | undefined;
   private lastAckSentAt: number;
   private readonly clock: Clock;
@@ -95,13 +94,18 @@ export class Session {
     this.keepaliveTimer = this.clock.setTimer(this.opts.keepaliveIntervalMs, () => void this.keepalive());
   }
 
+  /**
+   * One keepalive per interval, without waiting for the previous one: a slow answer must not
+   * delay the next attempt (each is bounded by the store client's own deadline). Whichever
+   * succeeds moves the deadline, counted from when *it* was sent.
+   */
   private async keepalive(): Promise<void> {
-    if (this.stateValue !== 'alive' || this.inFlight) return;
-    this.inFlight = true;
+    if (this.stateValue !== 'alive') return;
+    this.scheduleKeepalive();
     const sentAt = this.clock.now();
     try {
       await this.store.keepAlive(this.lease);
-      if (this.stateValue !== 'alive') return;
+      if (this.stateValue !== 'alive' || sentAt <= this.lastAckSentAt) return;
       this.lastAckSentAt = sentAt;
       this.armDeadline();
     } catch (err) {
@@ -110,9 +114,6 @@ export class Session {
         return;
       }
       this.logger.debug({ err: (err as Error).message, lease: this.lease.toString(16) }, 'session keepalive failed');
-    } finally {
-      this.inFlight = false;
-      if (this.stateValue === 'alive') this.scheduleKeepalive();
     }
   }
 

@@ -3,6 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { StatusResponse } from '../api/types.js';
@@ -79,21 +80,26 @@ export class LocalClusterFixture {
     await waitUntil(`pid ${pid} to exit`, () => Promise.resolve(isAlive(pid) ? undefined : true), timeoutMs, 10);
   }
 
-  /** Stops every agent by pid and removes the directory; asserts no agent survived. */
+  log(node: string): Promise<string> {
+    return readFile(path.join(this.dir, node, 'agent.log'), 'utf8');
+  }
+
+  /**
+   * Stops every agent with `local down` and removes the directory; fails if an agent survived
+   * `local down` (after killing it by pid, so no test leaves a process behind either way).
+   */
   async destroy(): Promise<void> {
     const pids = this.pids();
     await this.corral(['local', 'down', '--dir', this.dir], { timeoutMs: 30_000 }).catch(() => undefined);
-    for (const pid of pids) {
-      if (isAlive(pid)) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // gone
-        }
+    const survivors = pids.filter(isAlive);
+    for (const pid of survivors) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone meanwhile
       }
     }
     rmSync(this.dir, { recursive: true, force: true });
-    const survivors = pids.filter(isAlive);
     assert.deepEqual(survivors, [], 'agents survived local down');
   }
 }

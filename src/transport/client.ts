@@ -44,6 +44,7 @@ export class RpcClient {
   /** Requests in flight per session, to ref the session only while it has work. */
   private readonly inFlight = new WeakMap<ClientHttp2Session, number>();
   private closed = false;
+  private readonly probing = new WeakSet<ClientHttp2Session>();
 
   constructor(
     private readonly endpoint: Endpoint,
@@ -60,7 +61,8 @@ export class RpcClient {
     const { signal } = opts;
     signal?.throwIfAborted();
     const payload = body === undefined ? undefined : JSON.stringify(body);
-    const req = this.send(this.liveSession() ?? (await this.getSession()), method, path, payload);
+    const session = this.liveSession() ?? (await this.sessionWithin(opts.timeoutMs));
+    const req = this.send(session, method, path, payload);
     // The hot path: one promise, listeners attached once, no AbortController per call.
     return new Promise<T>((resolve, reject) => {
       const timeoutMs = opts.timeoutMs ?? this.requestTimeoutMs;
@@ -84,7 +86,10 @@ export class RpcClient {
           reject(CorralError.from(decodeError));
         }
       };
-      const timer = setTimeout(() => settle(this.timeout(method, path, timeoutMs)), timeoutMs);
+      const timer = setTimeout(() => {
+        settle(this.timeout(method, path, timeoutMs));
+        this.probe(session);
+      }, timeoutMs);
       const onAbort = (): void => settle(reasonOf(signal));
       signal?.addEventListener('abort', onAbort, { once: true });
       req.on('response', (headers) => (status = Number(headers[':status'])));
@@ -303,6 +308,41 @@ export class RpcClient {
     if (current) return current;
     this.connecting ??= this.connect().finally(() => (this.connecting = undefined));
     return this.connecting;
+  }
+
+  /** getSession(), but a caller with a deadline shorter than the connect timeout gives up at it. */
+  private async sessionWithin(timeoutMs: number | undefined): Promise<ClientHttp2Session> {
+    if (timeoutMs === undefined || timeoutMs >= this.connectTimeoutMs) return this.getSession();
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => reject(new CorralError('UNAVAILABLE', `no answer from ${this.where} within ${timeoutMs} ms: check that the host is up and the address is right`)), timeoutMs);
+    });
+    try {
+      return await Promise.race([this.getSession(), deadline]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * After a request timed out: a connection that no longer answers an HTTP/2 PING within a second
+   * is dropped, so the next call reconnects instead of queueing behind a dead (black-holed, or
+   * half-open) connection until the kernel notices.
+   */
+  private probe(session: ClientHttp2Session): void {
+    if (session.destroyed || session.closed || this.probing.has(session)) return;
+    this.probing.add(session);
+    const done = (alive: boolean): void => {
+      clearTimeout(timer);
+      this.probing.delete(session);
+      if (!alive && !session.destroyed) session.destroy();
+    };
+    const timer = setTimeout(() => done(false), 1000).unref();
+    try {
+      session.ping((err) => done(!err));
+    } catch {
+      done(false);
+    }
   }
 
   private async connect(): Promise<ClientHttp2Session> {

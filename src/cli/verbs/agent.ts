@@ -42,15 +42,19 @@ async function run(args: Parameters<Verb['run']>[0], io: Parameters<Verb['run']>
   const { packageVersion } = await import('../version.js');
   const level = str(args, 'log-level');
   const logger = createAgentLogger({ node, ...(level ? { level } : {}), ...(flag(args, 'pretty') ? { pretty: true } : {}) });
-  let agent: Awaited<ReturnType<typeof Agent.start>>;
-  try {
-    agent = await Agent.start({ config, node, logger, version: packageVersion() });
-  } catch (err) {
-    logger.error({ err: (err as Error).message, code: (err as { code?: string }).code }, 'agent failed to start');
-    logger.flush();
-    throw err;
-  }
+  let agent: Awaited<ReturnType<typeof Agent.start>> | undefined;
+  let stopRequested: string | undefined;
   let signals = 0;
+  const stop = (reason: string): void => {
+    if (!agent) return;
+    // A stop that takes longer than the grace period (plus the store's request deadline) is stuck.
+    setTimeout(() => {
+      logger.error({ reason }, 'the agent did not stop in time; exiting');
+      logger.flush();
+      process.exit(1);
+    }, config.timings.shutdownGraceMs + config.timings.requestTimeoutMs + 1000).unref();
+    void agent.stop(reason);
+  };
   const onSignal = (sig: NodeJS.Signals): void => {
     signals++;
     if (signals > 1) {
@@ -58,11 +62,20 @@ async function run(args: Parameters<Verb['run']>[0], io: Parameters<Verb['run']>
       logger.flush();
       process.exit(130);
     }
-    void agent.stop(`received ${sig}`);
+    if (agent) stop(`received ${sig}`);
+    else stopRequested = `received ${sig} while starting`;
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   process.on('SIGHUP', () => logger.info('SIGHUP ignored (configuration reload is not supported yet)'));
+  try {
+    agent = await Agent.start({ config, node, logger, version: packageVersion() });
+  } catch (err) {
+    logger.error({ err: (err as Error).message, code: (err as { code?: string }).code }, 'agent failed to start');
+    logger.flush();
+    throw err;
+  }
+  if (stopRequested) stop(stopRequested);
   await agent.stopped();
   process.off('SIGTERM', onSignal);
   process.off('SIGINT', onSignal);

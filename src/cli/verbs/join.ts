@@ -52,6 +52,10 @@ async function run(args: ParsedArgs, io: CliIO): Promise<number> {
   const configFile = path.join(dir, 'corral.yaml');
   if (existsSync(configFile)) throw new CorralError('ALREADY_RUNNING', `${configFile} already exists; nothing changed`);
   const token = parseJoinToken(tokenText);
+  const pkiDir = path.join(dir, 'pki');
+  for (const file of [PKI_FILES.nodeKey(node), PKI_FILES.nodeCert(node), PKI_FILES.caCert]) {
+    if (existsSync(path.join(pkiDir, file))) throw new CorralError('ALREADY_RUNNING', `${path.join(pkiDir, file)} already exists; remove ${pkiDir} or join into another --dir`);
+  }
 
   const keys = generateKeyPair();
   const rpc = new RpcClient({ kind: 'psk', host: server.host, port: server.port, ...joinPsk(token.secret) }, { requestTimeoutMs: 10_000, connectTimeoutMs: 5000 });
@@ -74,11 +78,19 @@ async function run(args: ParsedArgs, io: CliIO): Promise<number> {
   if (!cert.verify(ca.publicKey) || !cert.publicKey.equals(createPublicKey(keys.publicKeyPem))) {
     throw new CorralError('JOIN_REFUSED', 'the certificate the server sent is not signed by its CA or not for our key; nothing was written');
   }
-  const pkiDir = path.join(dir, 'pki');
   mkdirSync(path.join(pkiDir, 'nodes'), { recursive: true, mode: 0o700 });
-  writeFileSync(path.join(pkiDir, PKI_FILES.caCert), answer.caPem, { mode: 0o644 });
-  writeFileSync(path.join(pkiDir, PKI_FILES.nodeCert(node)), answer.certPem, { mode: 0o644 });
-  writeFileSync(path.join(pkiDir, PKI_FILES.nodeKey(node)), keys.keyPem, { mode: 0o600 });
+  // Never overwrite credentials that are there already (flag wx), and the key is private from birth.
+  const writeNew = (file: string, text: string, mode: number): void => {
+    try {
+      writeFileSync(file, text, { flag: 'wx', mode });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new CorralError('ALREADY_RUNNING', `${file} already exists; remove ${pkiDir} or join into another --dir`);
+      throw err;
+    }
+  };
+  writeNew(path.join(pkiDir, PKI_FILES.nodeKey(node)), keys.keyPem, 0o600);
+  writeNew(path.join(pkiDir, PKI_FILES.nodeCert(node)), answer.certPem, 0o644);
+  writeNew(path.join(pkiDir, PKI_FILES.caCert), answer.caPem, 0o644);
   const dataDir = str(args, 'data-dir');
   writeFileSync(
     configFile,
