@@ -4,7 +4,7 @@ import { appendFileSync, readdirSync, readFileSync, writeFileSync } from 'node:f
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { isAlive } from '../cli/local-cluster.js';
+import { isProcessAlive } from '../util/process.js';
 import { CORRAL, runCorral, startAgent } from '../testkit/cli.js';
 import { adminStore, LocalClusterFixture, sleep, waitUntil } from '../testkit/local.js';
 
@@ -29,7 +29,7 @@ describe('the agent as a service', { timeout: 180_000 }, () => {
       silent.destroy();
       garbage.destroy();
     }
-    assert.ok(isAlive(lc.pid('n2')));
+    assert.ok(isProcessAlive(lc.pid('n2')));
   });
 
   it('logs readable lines when stderr is a terminal', async () => {

@@ -39,7 +39,7 @@ export class Agent {
   private store: Store | undefined;
   private membership: Membership | undefined;
   private join: JoinService | undefined;
-  private readonly peers = new Map<string, RpcClient>();
+  private readonly peers = new Map<string, { address: string; client: RpcClient }>();
   private tlsPort = 0;
   private stopping: Promise<void> | undefined;
   private readonly stoppedPromise: Promise<void>;
@@ -143,15 +143,16 @@ export class Agent {
 
   /** A client for another node's agent (mutual TLS, the peer's certificate must name it). */
   peer(node: NodeConfig | { name: string; address: { host: string; port: number } }): RpcClient {
-    const id = `${node.name}@${node.address.host}:${node.address.port}`;
-    let client = this.peers.get(id);
-    if (!client) {
-      client = new RpcClient(
-        { kind: 'tls', host: node.address.host, port: node.address.port, credentials: this.credentials, serverName: node.name },
-        { requestTimeoutMs: this.config.timings.requestTimeoutMs, connectTimeoutMs: this.config.timings.requestTimeoutMs },
-      );
-      this.peers.set(id, client);
-    }
+    const where = `${node.address.host}:${node.address.port}`;
+    const cached = this.peers.get(node.name);
+    if (cached?.address === where) return cached.client;
+    // One client per node: a node that moved gets a new one and the old connection is closed.
+    if (cached) void cached.client.close();
+    const client = new RpcClient(
+      { kind: 'tls', host: node.address.host, port: node.address.port, credentials: this.credentials, serverName: node.name },
+      { requestTimeoutMs: this.config.timings.requestTimeoutMs, connectTimeoutMs: this.config.timings.requestTimeoutMs },
+    );
+    this.peers.set(node.name, { address: where, client });
     return client;
   }
 
@@ -184,7 +185,7 @@ export class Agent {
     await step('leave the cluster', () => this.membership?.stop());
     await step('close the join listener', () => this.join?.close());
     await step('close the servers', () => this.server.close());
-    await step('close peer connections', () => Promise.all([...this.peers.values()].map((p) => p.close())));
+    await step('close peer connections', () => Promise.all([...this.peers.values()].map((p) => p.client.close())));
     await step('close the store', () => this.store?.close());
     this.stateValue = 'stopped';
     logger.info('agent stopped');

@@ -61,6 +61,7 @@ export function addAgentRoutes(server: RpcServer, agent: Agent): void {
       version: agent.version,
       time: new Date(agent.clock.wallNow()).toISOString(),
       phase: agent.membershipState?.phase ?? 'connecting',
+      term: agent.membershipState?.term?.toString() ?? null,
     }),
   );
 

@@ -8,6 +8,7 @@ import {
   encodeKv,
   encodeOptionalKv,
   encodeTxnResult,
+  flag,
   int64,
   key,
   obj,
@@ -50,7 +51,7 @@ export function addStoreRoutes(server: RpcServer, store: Store): void {
     return { revision: r.revision.toString(), prev: encodeOptionalKv(r.prev) };
   });
   post(STORE_PATHS.delete, async (b, actor) => {
-    const op: TxnOp = { type: 'delete', key: key(b.key), prefix: b.prefix === true };
+    const op: TxnOp = { type: 'delete', key: key(b.key), prefix: flag(b.prefix, 'prefix') };
     await policy.checkWrite(actor, op);
     const r = await store.delete(op.key, { prefix: op.prefix === true });
     return { revision: r.revision.toString(), deleted: r.deleted };
@@ -61,9 +62,11 @@ export function addStoreRoutes(server: RpcServer, store: Store): void {
     return encodeTxnResult(await store.txn(txn));
   });
   post(STORE_PATHS.leaseGrant, async (b, actor) => {
-    const ttl = optionalInt(b.ttlSeconds, 'ttlSeconds', 1, 86_400 * 365);
-    if (ttl === undefined) throw new CorralError('BAD_REQUEST', 'ttlSeconds is required');
-    const g = await store.grantLease(ttl);
+    const ttl = b.ttlSeconds;
+    if (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl > 86_400 * 365) {
+      throw new CorralError('BAD_REQUEST', 'ttlSeconds must be a number of seconds (at most a year)');
+    }
+    const g = await store.grantLease(ttl); // the store rounds up and refuses what is not positive
     await policy.recordGrant(actor, g.id);
     return { id: g.id.toString(), ttlSeconds: g.ttlSeconds };
   });

@@ -107,6 +107,13 @@ export function int64(v: unknown, what: string): bigint {
   return n;
 }
 
+/** An optional boolean: absent is false; anything but true or false is refused, not guessed. */
+export function flag(v: unknown, what: string): boolean {
+  if (v === undefined || v === null) return false;
+  if (typeof v !== 'boolean') bad(`${what} must be true or false`);
+  return v;
+}
+
 export function optionalInt(v: unknown, what: string, min: number, max: number): number | undefined {
   if (v === undefined || v === null) return undefined;
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) bad(`${what} must be an integer in [${min}, ${max}]`);
@@ -171,7 +178,7 @@ function decodeCompare(v: unknown): Compare {
   return { key: k, target: c.target as Exclude<Compare['target'], 'value'>, op, value: int64(c.value, 'compare.value') };
 }
 
-export function decodeOp(v: unknown): TxnOp {
+function decodeOp(v: unknown): TxnOp {
   const o = obj(v, 'operation');
   switch (o.type) {
     case 'put': {
@@ -180,7 +187,7 @@ export function decodeOp(v: unknown): TxnOp {
       return op;
     }
     case 'delete':
-      return { type: 'delete', key: key(o.key), prefix: o.prefix === true };
+      return { type: 'delete', key: key(o.key), prefix: flag(o.prefix, 'prefix') };
     case 'get':
       return { type: 'get', key: key(o.key) };
     case 'range': {

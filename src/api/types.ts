@@ -16,6 +16,8 @@ export interface PingResponse {
   time: string;
   /** What this agent believes it is: still connecting, a member, or the master. */
   phase: 'connecting' | 'member' | 'master' | 'stopped';
+  /** The master's term while this agent is master (a decimal string), else null. */
+  term: string | null;
 }
 
 export type ClusterState = 'up' | 'forming' | 'store-unavailable';

@@ -195,8 +195,3 @@ export function int(args: ParsedArgs, name: string): number | undefined {
 export function flag(args: ParsedArgs, name: string): boolean {
   return args.options[name] === true;
 }
-
-export function list(args: ParsedArgs, name: string): string[] {
-  const v = args.options[name];
-  return Array.isArray(v) ? v.map(String) : [];
-}

@@ -1,14 +1,13 @@
 // Creating a cluster's files: corral.yaml and its credentials (a CA, one certificate per node, the
 // administrator's certificate and the join secret). Used by `corral init` and `corral local up`.
 
-import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { CorralError } from '../api/errors.js';
 import { parseHostPort, renderClusterConfig, type Timings } from '../config/cluster-config.js';
 import { PKI_FILES } from '../config/pki-files.js';
-import { makeJoinToken } from '../transport/join-token.js';
+import { makeJoinToken, newJoinSecret } from '../transport/join-token.js';
 import { createCA, issueCertificate } from '../transport/pki.js';
 
 export interface BootstrapNode {
@@ -73,7 +72,7 @@ export function bootstrapCluster(o: BootstrapOptions): BootstrapResult {
   const admin = issueCertificate({ ca, commonName: 'admin', role: 'admin', clusterName: o.cluster });
   writeNew(path.join(pkiDir, PKI_FILES.adminCert), admin.certPem);
   writeNew(path.join(pkiDir, PKI_FILES.adminKey), admin.keyPem as string, true);
-  const secret = randomBytes(32);
+  const secret = newJoinSecret();
   writeNew(path.join(pkiDir, PKI_FILES.joinSecret), secret.toString('hex') + '\n', true);
   // The config goes last: its presence means the cluster's files are complete.
   writeNew(

@@ -42,8 +42,6 @@ export async function freePorts(count: number): Promise<number[]> {
   return ports;
 }
 
-export const isAlive = isProcessAlive;
-
 /** Whether `pid` is the agent for `node` of this config (guards against a reused pid). */
 export function isOurAgent(pid: number, configFile: string, node: string): boolean {
   try {
@@ -67,7 +65,7 @@ export function runningAgents(config: ClusterConfig, dir: string): AgentProcess[
     const file = pidFile(dir, n.name);
     if (!existsSync(file)) continue;
     const pid = Number(readFileSync(file, 'utf8').trim());
-    if (Number.isInteger(pid) && pid > 0 && isAlive(pid) && isOurAgent(pid, config.file, n.name)) running.push({ node: n.name, pid });
+    if (Number.isInteger(pid) && pid > 0 && isProcessAlive(pid) && isOurAgent(pid, config.file, n.name)) running.push({ node: n.name, pid });
   }
   return running;
 }
@@ -148,7 +146,7 @@ export async function startLocalCluster(config: ClusterConfig, dir: string, opti
   try {
     while (performance.now() < deadline) {
       for (const a of started) {
-        if (!isAlive(a.pid)) {
+        if (!isProcessAlive(a.pid)) {
           throw new CorralError('UNAVAILABLE', `the agent of ${a.node} exited during start-up; its log (${logFile(dir, a.node)}) ends with:\n${tail(logFile(dir, a.node), 8)}`);
         }
       }
@@ -187,13 +185,13 @@ export async function stopLocalCluster(config: ClusterConfig, dir: string, grace
   const deadline = performance.now() + graceMs;
   const results: StopResult[] = [];
   for (const a of agents) {
-    while (isAlive(a.pid) && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    while (isProcessAlive(a.pid) && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
     let forced = false;
-    if (isAlive(a.pid) && isOurAgent(a.pid, config.file, a.node)) {
+    if (isProcessAlive(a.pid) && isOurAgent(a.pid, config.file, a.node)) {
       process.kill(a.pid, 'SIGKILL');
       forced = true;
       const killDeadline = performance.now() + 2000;
-      while (isAlive(a.pid) && performance.now() < killDeadline) await new Promise((resolve) => setTimeout(resolve, 10));
+      while (isProcessAlive(a.pid) && performance.now() < killDeadline) await new Promise((resolve) => setTimeout(resolve, 10));
     }
     results.push({ node: a.node, pid: a.pid, forced });
   }

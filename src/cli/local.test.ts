@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { CorralClient } from '../client/client.js';
 import { loadClusterConfig } from '../config/cluster-config.js';
 import { LocalClusterFixture, sleep, waitUntil } from '../testkit/local.js';
-import { isAlive } from './local-cluster.js';
+import { isProcessAlive } from '../util/process.js';
 
 describe('a local 3-node cluster on the embedded store', { timeout: 240_000 }, () => {
   const lc = new LocalClusterFixture(3);
@@ -177,7 +177,7 @@ describe('a local 3-node cluster on the embedded store', { timeout: 240_000 }, (
     const r = await lc.corral(['local', 'down', '--dir', lc.dir]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /stopped n1 \(pid \d+\), n2 \(pid \d+\), n3 \(pid \d+\)/);
-    assert.deepEqual(pids.filter(isAlive), []);
+    assert.deepEqual(pids.filter(isProcessAlive), []);
     const again = await lc.corral(['local', 'down', '--dir', lc.dir]);
     assert.match(again.stdout, /nothing to stop/);
   });

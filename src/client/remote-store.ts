@@ -111,17 +111,31 @@ export class RemoteStore implements Store {
     return BigInt(r.revision);
   }
 
+  /**
+   * The watch request is sent now, not when iteration starts: a watch without `fromRevision`
+   * starts after the revision current when it was created, so a write this client makes after
+   * watch() returns (sent later on the same connection) is among its events.
+   */
   watch(prefix: string, options: WatchOptions = {}): Watch {
     const stream = this.rpc.stream<WireWatchEvent>('POST', STORE_PATHS.watch, {
       prefix,
       fromRevision: options.fromRevision?.toString(),
     }, options.signal ? { signal: options.signal } : {});
+    const lines = stream[Symbol.asyncIterator]();
+    let first: Promise<IteratorResult<WireWatchEvent>> | undefined = lines.next();
+    first.catch(() => undefined); // surfaced to the iterating caller below
     const translate = (err: unknown): unknown => this.unavailable(err);
     return {
       close: () => stream.close(),
       async *[Symbol.asyncIterator](): AsyncIterator<WatchEvent> {
         try {
-          for await (const event of stream) yield decodeEvent(event);
+          for (;;) {
+            const next = first ?? lines.next();
+            first = undefined;
+            const step = await next;
+            if (step.done) return;
+            yield decodeEvent(step.value);
+          }
         } catch (err) {
           if (options.signal?.aborted) return;
           throw translate(err);

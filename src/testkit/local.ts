@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { StatusResponse } from '../api/types.js';
-import { isAlive } from '../cli/local-cluster.js';
+import { isProcessAlive } from '../util/process.js';
 import { runCorral, type RunResult } from './cli.js';
 
 export const sleep = (ms: number, options: { ref?: boolean } = {}): Promise<void> =>
@@ -77,7 +77,7 @@ export class LocalClusterFixture {
   }
 
   async waitForDeath(pid: number, timeoutMs = 10_000): Promise<void> {
-    await waitUntil(`pid ${pid} to exit`, () => Promise.resolve(isAlive(pid) ? undefined : true), timeoutMs, 10);
+    await waitUntil(`pid ${pid} to exit`, () => Promise.resolve(isProcessAlive(pid) ? undefined : true), timeoutMs, 10);
   }
 
   log(node: string): Promise<string> {
@@ -91,7 +91,7 @@ export class LocalClusterFixture {
   async destroy(): Promise<void> {
     const pids = this.pids();
     await this.corral(['local', 'down', '--dir', this.dir], { timeoutMs: 30_000 }).catch(() => undefined);
-    const survivors = pids.filter(isAlive);
+    const survivors = pids.filter(isProcessAlive);
     for (const pid of survivors) {
       try {
         process.kill(pid, 'SIGKILL');

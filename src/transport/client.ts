@@ -219,7 +219,8 @@ export class RpcClient {
 
   /** Sends the request and waits for the response headers (or the signal). */
   private async request(method: Method, path: string, body: unknown, signal: AbortSignal): Promise<Response> {
-    const session = await this.getSession();
+    // A live session is used without yielding, so requests go out in the order they were made.
+    const session = this.liveSession() ?? (await this.getSession());
     signal.throwIfAborted();
     const req = this.send(session, method, path, body === undefined ? undefined : JSON.stringify(body));
     return new Promise<Response>((resolve, reject) => {
