@@ -2,7 +2,7 @@
 // local clients, mutual TLS for peers), the store (hosted here on the coordinator, reached over
 // the transport elsewhere), and its membership (a session, a member key, a master campaign).
 
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { CorralError } from '../api/errors.js';
 import { RemoteStore } from '../client/remote-store.js';
 import { findNode, formatHostPort, type ClusterConfig, type NodeConfig } from '../config/cluster-config.js';
@@ -105,27 +105,8 @@ export class Agent {
     const { config, logger } = this.opts;
     mkdirSync(this.self.dataDir, { recursive: true, mode: 0o700 });
     mkdirSync(this.self.workDir, { recursive: true });
-    if (this.isCoordinator) {
-      const embedded = await openEmbeddedStore({
-        dataDir: `${this.self.dataDir}/store`,
-        clock: this.clock,
-        logger: logger.child({ component: 'store' }),
-        snapshotEveryRecords: config.store.snapshotEveryRecords,
-      });
-      this.store = embedded;
-      addStoreRoutes(this.server, embedded);
-      logger.info({ revision: (await embedded.revision()).toString() }, 'hosting the embedded store (this node is the coordinator)');
-    } else {
-      const coordinator = findNode(config, config.coordinator);
-      const rpc = new RpcClient(
-        { kind: 'tls', host: coordinator.address.host, port: coordinator.address.port, credentials: this.credentials, serverName: coordinator.name },
-        { requestTimeoutMs: config.timings.requestTimeoutMs, connectTimeoutMs: config.timings.requestTimeoutMs },
-      );
-      this.store = new RemoteStore(rpc, `coordinator ${coordinator.name} (${formatHostPort(coordinator.address)})`, {
-        ownsClient: true,
-        keepAliveTimeoutMs: Math.min(config.timings.requestTimeoutMs, (config.timings.sessionTtlSeconds * 1000) / 2),
-      });
-    }
+    this.store = await this.openStore();
+    if (this.isCoordinator && config.store.backend === 'embedded') addStoreRoutes(this.server, this.store);
     addAgentRoutes(this.server, this);
     await this.server.listenUnix(this.self.socket, { mode: 0o600 });
     this.tlsPort = await this.server.listenTls({ host: this.self.address.host, port: this.self.address.port, credentials: this.credentials });
@@ -139,6 +120,54 @@ export class Agent {
       { socket: this.self.socket, address: formatHostPort({ host: this.self.address.host, port: this.tlsPort }), cluster: config.cluster },
       'agent started',
     );
+  }
+
+  /**
+   * The cluster's store as this agent uses it: on the embedded backend the coordinator hosts it and
+   * the others reach it over mutual TLS; on etcd every agent talks to etcd directly.
+   */
+  private async openStore(): Promise<Store> {
+    const { config, logger } = this.opts;
+    const { timings } = config;
+    const keepAliveTimeoutMs = Math.min(timings.requestTimeoutMs, (timings.sessionTtlSeconds * 1000) / 2);
+    const store = config.store;
+    if (store.backend === 'etcd') {
+      const { openEtcdStore } = await import('../store/etcd/index.js');
+      const { PrefixedStore } = await import('../store/prefixed.js');
+      const tls = store.tls
+        ? {
+            ca: readFileSync(store.tls.ca, 'utf8'),
+            ...(store.tls.cert && store.tls.key ? { cert: readFileSync(store.tls.cert, 'utf8'), key: readFileSync(store.tls.key, 'utf8') } : {}),
+          }
+        : undefined;
+      const etcd = await openEtcdStore({
+        endpoints: store.endpoints,
+        ...(tls ? { tls } : {}),
+        requestTimeoutMs: timings.requestTimeoutMs,
+        connectTimeoutMs: timings.requestTimeoutMs,
+        keepAliveTimeoutMs,
+        logger: logger.child({ component: 'etcd' }),
+        clock: this.clock,
+      });
+      logger.info({ endpoints: store.endpoints, prefix: store.prefix || undefined }, 'using the etcd store');
+      return store.prefix ? new PrefixedStore(etcd, store.prefix) : etcd;
+    }
+    if (this.isCoordinator) {
+      const embedded = await openEmbeddedStore({
+        dataDir: `${this.self.dataDir}/store`,
+        clock: this.clock,
+        logger: logger.child({ component: 'store' }),
+        snapshotEveryRecords: store.snapshotEveryRecords,
+      });
+      logger.info({ revision: (await embedded.revision()).toString() }, 'hosting the embedded store (this node is the coordinator)');
+      return embedded;
+    }
+    const coordinator = findNode(config, config.coordinator);
+    const rpc = new RpcClient(
+      { kind: 'tls', host: coordinator.address.host, port: coordinator.address.port, credentials: this.credentials, serverName: coordinator.name },
+      { requestTimeoutMs: timings.requestTimeoutMs, connectTimeoutMs: timings.requestTimeoutMs },
+    );
+    return new RemoteStore(rpc, `coordinator ${coordinator.name} (${formatHostPort(coordinator.address)})`, { ownsClient: true, keepAliveTimeoutMs });
   }
 
   /** A client for another node's agent (mutual TLS, the peer's certificate must name it). */

@@ -70,7 +70,14 @@ export function addAgentRoutes(server: RpcServer, agent: Agent): void {
     const base = {
       cluster: config.cluster,
       answeredBy: agent.name,
-      store: { backend: 'embedded' as const, coordinator: config.coordinator, available: true, revision: null as string | null, error: null as string | null },
+      store: {
+        backend: config.store.backend,
+        coordinator: config.store.backend === 'embedded' ? config.coordinator : null,
+        endpoints: config.store.backend === 'etcd' ? config.store.endpoints : null,
+        available: true,
+        revision: null as string | null,
+        error: null as string | null,
+      },
     };
     let view: ClusterView;
     try {
@@ -95,9 +102,11 @@ export function addAgentRoutes(server: RpcServer, agent: Agent): void {
           pid: null,
           version: null,
           master: false,
-          coordinator: p.name === config.coordinator,
+          coordinator: config.store.backend === 'embedded' && p.name === config.coordinator,
         })),
-        note: `the coordination store on ${config.coordinator} is unavailable: the cluster cannot make decisions (no master, no membership changes) until it returns; node states come from direct probes`,
+        note: `${
+          config.store.backend === 'etcd' ? `the etcd cluster (${config.store.endpoints.join(', ')})` : `the coordination store on ${config.coordinator}`
+        } is unavailable: the cluster cannot make decisions (no master, no membership changes) until it returns; node states come from direct probes`,
       };
     }
     const now = agent.clock.wallNow();
@@ -113,7 +122,7 @@ export function addAgentRoutes(server: RpcServer, agent: Agent): void {
         pid: n.up ? (n.member?.pid ?? null) : null,
         version: n.up ? (n.member?.version ?? null) : null,
         master: n.name === master,
-        coordinator: n.name === config.coordinator,
+        coordinator: config.store.backend === 'embedded' && n.name === config.coordinator,
       };
     });
     const down = nodes.filter((n) => n.state === 'down').length;

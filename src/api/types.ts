@@ -44,8 +44,11 @@ export interface StatusResponse {
   /** The master's term (its campaign key's revision), a decimal string. */
   term: string | null;
   store: {
-    backend: 'embedded';
-    coordinator: string;
+    backend: 'embedded' | 'etcd';
+    /** Embedded: the node hosting the store. */
+    coordinator: string | null;
+    /** etcd: the endpoints the agents use. */
+    endpoints: string[] | null;
     available: boolean;
     revision: string | null;
     error: string | null;

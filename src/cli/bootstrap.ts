@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { CorralError } from '../api/errors.js';
-import { parseHostPort, renderClusterConfig, type Timings } from '../config/cluster-config.js';
+import { parseHostPort, renderClusterConfig, type StoreConfig, type Timings } from '../config/cluster-config.js';
 import { PKI_FILES } from '../config/pki-files.js';
 import { makeJoinToken, newJoinSecret } from '../transport/join-token.js';
 import { createCA, issueCertificate } from '../transport/pki.js';
@@ -25,6 +25,7 @@ export interface BootstrapOptions {
   coordinator: string;
   join?: string;
   timings?: Partial<Timings>;
+  store?: StoreConfig;
 }
 
 export interface BootstrapResult {
@@ -84,6 +85,7 @@ export function bootstrapCluster(o: BootstrapOptions): BootstrapResult {
       nodes: o.nodes,
       ...(o.join ? { join: o.join } : {}),
       ...(o.timings ? { timings: o.timings } : {}),
+      ...(o.store ? { store: o.store } : {}),
     }),
   );
   return { configFile, pkiDir, joinToken: makeJoinToken(ca.certPem, secret) };

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { CorralError, isCorralError } from '../api/errors.js';
 import type { StatusResponse } from '../api/types.js';
 import { CorralClient } from '../client/client.js';
-import { loadClusterConfig, type ClusterConfig, type NodeConfig } from '../config/cluster-config.js';
+import { loadClusterConfig, parseHostPort, type ClusterConfig, type NodeConfig, type StoreConfig } from '../config/cluster-config.js';
 import { isProcessAlive } from '../util/process.js';
 import { bootstrapCluster } from './bootstrap.js';
 
@@ -70,7 +70,19 @@ export function runningAgents(config: ClusterConfig, dir: string): AgentProcess[
   return running;
 }
 
-export function createLocalCluster(dir: string, count: number, ports: number[]): ClusterConfig {
+/** Parses `etcd://HOST:PORT[,HOST:PORT...]` (also `etcds://` for TLS endpoints). */
+export function parseStoreUrl(url: string): StoreConfig {
+  const m = /^(etcds?):\/\/(.+)$/.exec(url);
+  if (!m) throw new CorralError('USAGE', `--store ${JSON.stringify(url)}: expected embedded or etcd://HOST:PORT[,HOST:PORT...]`);
+  const scheme = m[1] === 'etcds' ? 'https://' : '';
+  const endpoints = (m[2] as string).split(',').map((e) => e.trim());
+  for (const e of endpoints) {
+    if (!parseHostPort(e)) throw new CorralError('USAGE', `--store: ${JSON.stringify(e)} is not HOST:PORT`);
+  }
+  return { backend: 'etcd', endpoints: endpoints.map((e) => scheme + e), prefix: '', tls: undefined };
+}
+
+export function createLocalCluster(dir: string, count: number, ports: number[], store?: StoreConfig): ClusterConfig {
   const nodes = Array.from({ length: count }, (_, i) => {
     const name = `n${i + 1}`;
     return {
@@ -85,7 +97,7 @@ export function createLocalCluster(dir: string, count: number, ports: number[]):
   if (Buffer.byteLength(socketPath) > 107 - String(count).length) {
     throw new CorralError('USAGE', `${dir} is too long a path for agent sockets (UNIX sockets allow 107 bytes); choose a shorter --dir`);
   }
-  bootstrapCluster({ dir, cluster: 'local', coordinator: 'n1', nodes, join: `127.0.0.1:${ports[count] as number}` });
+  bootstrapCluster({ dir, cluster: 'local', coordinator: 'n1', nodes, join: `127.0.0.1:${ports[count] as number}`, ...(store ? { store } : {}) });
   return loadClusterConfig(path.join(dir, 'corral.yaml'));
 }
 

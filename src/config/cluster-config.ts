@@ -41,7 +41,19 @@ export interface EmbeddedStoreConfig {
   snapshotEveryRecords: number;
 }
 
-export type StoreConfig = EmbeddedStoreConfig;
+export interface EtcdStoreConfig {
+  backend: 'etcd';
+  /** "host:port" or "https://host:port", in order of preference. */
+  endpoints: string[];
+  /** Every key corral writes is under this prefix, so clusters can share one etcd. */
+  prefix: string;
+  /** TLS client settings for an etcd that requires them (absolute PEM file paths). */
+  tls: { ca: string; cert: string | undefined; key: string | undefined } | undefined;
+}
+
+export type StoreConfig = EmbeddedStoreConfig | EtcdStoreConfig;
+
+const ETCD_ENDPOINT = /^(?:https?:\/\/)?(?:\[[0-9a-fA-F:.]+\]|[^:/\s[\]]+):\d{1,5}$/;
 
 export interface ClusterConfig {
   /** Absolute path of the file this was loaded from. */
@@ -104,11 +116,31 @@ function parseTimings(root: MapField): Timings {
   return timings;
 }
 
-function parseStore(root: MapField): StoreConfig {
+function parseStore(root: MapField, dir: string): StoreConfig {
   const s = root.map('store');
   if (!s) return { backend: 'embedded', snapshotEveryRecords: 10_000 };
   const backend = s.string('backend') ?? 'embedded';
-  if (backend !== 'embedded') s.fail('backend', `unknown store backend ${JSON.stringify(backend)} (known: embedded)`);
+  if (backend === 'etcd') {
+    const endpoints = s.stringList('endpoints', { required: true, hint: 'etcd client URLs, e.g. ["10.0.0.5:2379", "https://10.0.0.6:2379"]' }) as string[];
+    if (endpoints.length === 0) s.fail('endpoints', 'list at least one etcd endpoint');
+    for (const e of endpoints) if (!ETCD_ENDPOINT.test(e)) s.fail('endpoints', `${JSON.stringify(e)} is not HOST:PORT or http(s)://HOST:PORT`);
+    const prefix = s.string('prefix') ?? '';
+    if (prefix !== '' && (!prefix.startsWith('/') || prefix.endsWith('/'))) s.fail('prefix', 'a prefix starts with "/" and does not end with one, e.g. "/clusters/prod"');
+    const t = s.map('tls');
+    let tls: EtcdStoreConfig['tls'];
+    if (t) {
+      const file = (key: string, required: boolean): string | undefined => {
+        const v = required ? t.string(key, { required: true, hint: 'a PEM file' }) : t.string(key);
+        return v === undefined ? undefined : path.resolve(dir, v);
+      };
+      tls = { ca: file('ca', true) as string, cert: file('cert', false), key: file('key', false) };
+      if ((tls.cert === undefined) !== (tls.key === undefined)) t.fail(tls.cert ? 'key' : 'cert', 'a client certificate needs both cert and key');
+      t.rejectUnknown();
+    }
+    s.rejectUnknown();
+    return { backend: 'etcd', endpoints, prefix, tls };
+  }
+  if (backend !== 'embedded') s.fail('backend', `unknown store backend ${JSON.stringify(backend)} (known: embedded, etcd)`);
   const snapshotEveryRecords = s.integer('snapshotEveryRecords', { min: 100, max: 10_000_000, default: 10_000 });
   s.rejectUnknown();
   return { backend: 'embedded', snapshotEveryRecords };
@@ -154,7 +186,7 @@ export function parseClusterConfig(text: string, file: string): ClusterConfig {
     root.fail('coordinator', `${JSON.stringify(coordinator)} is not one of the nodes (${nodes.map((n) => n.name).join(', ')})`);
   }
   const pkiDir = path.resolve(dir, root.string('pki') ?? 'pki');
-  const store = parseStore(root);
+  const store = parseStore(root, dir);
   const joinMap = root.map('join');
   let join: HostPort | undefined;
   if (joinMap) {
@@ -203,6 +235,7 @@ export function renderClusterConfig(c: {
   nodes: { name: string; address: string; socket?: string; dataDir?: string; workDir?: string }[];
   join?: string;
   timings?: Partial<Timings>;
+  store?: StoreConfig;
 }): string {
   const q = (s: string): string => JSON.stringify(s);
   const lines = [
@@ -221,6 +254,16 @@ export function renderClusterConfig(c: {
     if (n.workDir) lines.push(`    workDir: ${q(n.workDir)}`);
   }
   if (c.join) lines.push('# The coordinator accepts `corral join` here (TLS with a key derived from the join token).', 'join:', `  address: ${q(c.join)}`);
+  if (c.store?.backend === 'etcd') {
+    lines.push('# The coordination store: an etcd cluster (every agent talks to it directly).', 'store:', '  backend: etcd', '  endpoints:');
+    for (const e of c.store.endpoints) lines.push(`    - ${q(e)}`);
+    if (c.store.prefix) lines.push(`  prefix: ${q(c.store.prefix)}`);
+    if (c.store.tls) {
+      lines.push('  tls:', `    ca: ${q(c.store.tls.ca)}`);
+      if (c.store.tls.cert) lines.push(`    cert: ${q(c.store.tls.cert)}`);
+      if (c.store.tls.key) lines.push(`    key: ${q(c.store.tls.key)}`);
+    }
+  }
   const t = { ...defaultTimings, ...c.timings };
   lines.push(
     'timings:',

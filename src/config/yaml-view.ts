@@ -1,7 +1,7 @@
 // Reading a YAML document field by field, so every validation error can name the file, the line
 // and the field (`corral.yaml:7:14: nodes.n2.address: expected HOST:PORT, got "n2"`).
 
-import { isMap, isScalar, LineCounter, parseDocument, type Node, type YAMLMap } from 'yaml';
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node, type YAMLMap } from 'yaml';
 import { CorralError } from '../api/errors.js';
 
 export class YamlView {
@@ -101,6 +101,21 @@ export class MapField {
     if (opts.min !== undefined && value < opts.min) this.view.fail(node, this.sub(key), `must be at least ${opts.min}`);
     if (opts.max !== undefined && value > opts.max) this.view.fail(node, this.sub(key), `must be at most ${opts.max}`);
     return value;
+  }
+
+  /** A list of strings (a YAML sequence, or one string for a single item). */
+  stringList(key: string, opts: { required?: boolean; hint?: string } = {}): string[] | undefined {
+    const node = this.lookup(key);
+    if (node === undefined || (isScalar(node) && node.value === null)) {
+      if (opts.required) this.view.fail(this.node, this.sub(key), `missing${opts.hint ? ` (${opts.hint})` : ''}`);
+      return undefined;
+    }
+    if (isScalar(node) && typeof node.value === 'string') return [node.value];
+    if (!isSeq(node)) this.view.fail(node, this.sub(key), `expected a list${opts.hint ? ` (${opts.hint})` : ''}`);
+    return node.items.map((item, i) => {
+      if (!isScalar(item) || typeof item.value !== 'string') this.view.fail(item as Node, `${this.sub(key)}[${i}]`, 'expected a string');
+      return item.value;
+    });
   }
 
   map(key: string, opts: { required?: boolean } = {}): MapField | undefined {

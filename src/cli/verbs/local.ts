@@ -4,16 +4,18 @@ import type { CliIO, Verb } from '../verb.js';
 const spec: VerbSpec = {
   name: 'local',
   summary: 'start or stop a local cluster of N agents on this machine (loopback)',
-  usage: 'local up [-n N] --dir DIR [--timeout MS] [--json] | local down --dir DIR',
+  usage: 'local up [-n N] --dir DIR [--store embedded|etcd://HOST:PORT,...] [--timeout MS] [--json] | local down --dir DIR',
   positionals: { min: 1, max: 1, names: 'up or down' },
   options: [
     { name: 'nodes', short: 'n', type: 'integer', value: 'N', description: 'number of agents, named n1..nN (default 3; up only)' },
     { name: 'dir', short: 'd', type: 'string', value: 'DIR', description: 'the cluster directory: corral.yaml, pki/, and one directory per node' },
     { name: 'timeout', type: 'integer', value: 'MS', description: 'how long up waits for the cluster to form (default 30000 + 500 per node)' },
+    { name: 'store', type: 'string', value: 'URL', description: 'embedded (default), or etcd://HOST:PORT[,HOST:PORT...] to use an etcd cluster (up only)' },
     commonOptions.json,
     commonOptions.help,
   ],
-  details: `'local up' creates DIR/corral.yaml (cluster "local", coordinator n1, embedded store) and the
+  details: `'local up' creates DIR/corral.yaml (cluster "local", coordinator n1, the embedded store unless
+--store names an etcd cluster) and the
 credentials on first use, starts each agent in the background (logs in DIR/nK/agent.log, pid in
 DIR/nK/agent.pid), and returns once every node is up and a master is elected, printing how long
 formation took. Clients use the cluster with --config DIR/corral.yaml. Running 'up' on a DIR
@@ -58,12 +60,18 @@ async function run(args: ParsedArgs, io: CliIO): Promise<number> {
   if (action !== 'up') throw new CorralError('USAGE', `local takes 'up' or 'down', not ${JSON.stringify(action)}`);
 
   const requested = int(args, 'nodes');
+  const storeArg = str(args, 'store');
+  const describeStore = (s: import('../../config/cluster-config.js').StoreConfig | undefined): string =>
+    s === undefined || s.backend === 'embedded' ? 'embedded' : `etcd://${s.endpoints.join(',')}`;
   if (requested !== undefined && (requested < 1 || requested > 256)) throw new CorralError('USAGE', '-n must be between 1 and 256');
   let config;
   if (existsSync(configFile)) {
     config = loadClusterConfig(configFile);
     if (requested !== undefined && requested !== config.nodes.length) {
       throw new CorralError('USAGE', `${dir} already holds a ${config.nodes.length}-node cluster; use -n ${config.nodes.length}, or another --dir for ${requested} nodes`);
+    }
+    if (storeArg !== undefined && describeStore(config.store) !== describeStore(storeArg === 'embedded' ? undefined : local.parseStoreUrl(storeArg))) {
+      throw new CorralError('USAGE', `${dir} already holds a cluster on the ${describeStore(config.store)} store; drop --store, or use another --dir`);
     }
     const running = local.runningAgents(config, dir);
     if (running.length === config.nodes.length) {
@@ -74,7 +82,7 @@ async function run(args: ParsedArgs, io: CliIO): Promise<number> {
   } else {
     const count = requested ?? 3;
     const ports = await local.freePorts(count + 1);
-    config = local.createLocalCluster(dir, count, ports);
+    config = local.createLocalCluster(dir, count, ports, storeArg === undefined || storeArg === 'embedded' ? undefined : local.parseStoreUrl(storeArg));
   }
   const timeout = int(args, 'timeout') ?? 30_000 + 500 * config.nodes.length;
   let formation;

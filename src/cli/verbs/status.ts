@@ -44,7 +44,9 @@ async function run(args: ParsedArgs, io: CliIO): Promise<number> {
       const lines = [
         `cluster: ${s.cluster} - ${stateText}`,
         `master: ${s.master ? `${s.master} (term ${s.term})` : 'none'}`,
-        `store: ${s.store.backend} on ${s.store.coordinator}${s.store.available ? `, revision ${s.store.revision}` : ` - ${paint(io, 'bad', 'unavailable')}`}`,
+        `store: ${s.store.backend} ${s.store.backend === 'etcd' ? `at ${(s.store.endpoints ?? []).join(',')}` : `on ${s.store.coordinator}`}${
+          s.store.available ? `, revision ${s.store.revision}` : ` - ${paint(io, 'bad', 'unavailable')}`
+        }`,
         `nodes: ${s.nodes.length} [${s.nodes.length - up} DOWN/${up} UP]`,
         '',
       ];
