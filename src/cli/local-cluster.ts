@@ -70,16 +70,15 @@ export function runningAgents(config: ClusterConfig, dir: string): AgentProcess[
   return running;
 }
 
-/** Parses `etcd://HOST:PORT[,HOST:PORT...]` (also `etcds://` for TLS endpoints). */
+/** Parses `etcd://HOST:PORT[,HOST:PORT...]` (plain endpoints; TLS is configured in corral.yaml). */
 export function parseStoreUrl(url: string): StoreConfig {
-  const m = /^(etcds?):\/\/(.+)$/.exec(url);
+  const m = /^etcd:\/\/(.+)$/.exec(url);
   if (!m) throw new CorralError('USAGE', `--store ${JSON.stringify(url)}: expected embedded or etcd://HOST:PORT[,HOST:PORT...]`);
-  const scheme = m[1] === 'etcds' ? 'https://' : '';
-  const endpoints = (m[2] as string).split(',').map((e) => e.trim());
+  const endpoints = (m[1] as string).split(',').map((e) => e.trim());
   for (const e of endpoints) {
     if (!parseHostPort(e)) throw new CorralError('USAGE', `--store: ${JSON.stringify(e)} is not HOST:PORT`);
   }
-  return { backend: 'etcd', endpoints: endpoints.map((e) => scheme + e), prefix: '', tls: undefined };
+  return { backend: 'etcd', endpoints, prefix: '', tls: undefined };
 }
 
 export function createLocalCluster(dir: string, count: number, ports: number[], store?: StoreConfig): ClusterConfig {

@@ -86,6 +86,23 @@ describe('corral.yaml', () => {
     assert.equal(c.nodes[0]?.socket, '/x/a/s');
   });
 
+  it('reads an etcd store with endpoints, a prefix and TLS files relative to the config', () => {
+    const c = parseClusterConfig(
+      good + 'store:\n  backend: etcd\n  endpoints: ["10.0.0.5:2379", "https://10.0.0.6:2379"]\n  prefix: /clusters/prod\n  tls:\n    ca: etcd/ca.crt\n    cert: etcd/c.crt\n    key: etcd/c.key\n',
+      '/srv/c/corral.yaml',
+    );
+    assert.deepEqual(c.store, {
+      backend: 'etcd',
+      endpoints: ['10.0.0.5:2379', 'https://10.0.0.6:2379'],
+      prefix: '/clusters/prod',
+      tls: { ca: '/srv/c/etcd/ca.crt', cert: '/srv/c/etcd/c.crt', key: '/srv/c/etcd/c.key' },
+    });
+    assert.match(configError(good + 'store:\n  backend: etcd\n'), /store\.endpoints: missing/);
+    assert.match(configError(good + 'store:\n  backend: etcd\n  endpoints: [nohost]\n'), /:\d+:\d+: store\.endpoints: "nohost" is not HOST:PORT/);
+    assert.match(configError(good + 'store:\n  backend: etcd\n  endpoints: [h:1]\n  tls:\n    ca: x\n    cert: y\n'), /store\.tls\.key: a client certificate needs both/);
+    assert.match(configError(good + 'store:\n  backend: zookeeper\n'), /unknown store backend "zookeeper" \(known: embedded, etcd\)/);
+  });
+
   it('parses HOST:PORT forms', () => {
     assert.deepEqual(parseHostPort('h:1'), { host: 'h', port: 1 });
     assert.deepEqual(parseHostPort('[fe80::1]:80'), { host: 'fe80::1', port: 80 });
