@@ -28,6 +28,14 @@ export const ErrorCodes = {
   JOIN_REFUSED: { status: 403, exit: 77, summary: 'the join token was refused' },
   SESSION_LOST: { status: 503, exit: 69, summary: 'the session lease was lost or may have expired' },
   SHUTTING_DOWN: { status: 503, exit: 69, summary: 'the agent is shutting down' },
+  // Locks (exit codes as FLoM's: 96 resource does not exist, 98 busy or timed out, 99 anything else)
+  LOCK_BUSY: { status: 409, exit: 98, summary: 'the resource is locked and the request may not wait (timeout 0)' },
+  LOCK_TIMEOUT: { status: 409, exit: 98, summary: 'the lock was not granted before the request timed out' },
+  RESOURCE_NOT_FOUND: { status: 404, exit: 96, summary: 'the lock resource does not exist and the request may not create it' },
+  LOCK_IMPOSSIBLE: { status: 422, exit: 99, summary: 'the lock can never be granted: the request asks for more than the resource has' },
+  BAD_RESOURCE: { status: 400, exit: 99, summary: 'not a valid lock resource name (simple, name[N], a.b.c, /a/b, _s_name[N], _S_name[N], _t_FORMAT[N])' },
+  BAD_LOCK_MODE: { status: 400, exit: 99, summary: 'not a lock mode: NL, CR, CW, PR, PW, EX or their long names (NullLock ... Exclusive)' },
+  BAD_LOCK_REQUEST: { status: 400, exit: 99, summary: 'a lock request option is invalid: quantity, timeout or idle lifespan' },
 } as const satisfies Record<string, { status: number; exit: number; summary: string }>;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -1,0 +1,48 @@
+// One deadline for a whole lock request (FLoM restarts its timer at every protocol step; corral
+// does not), merged with the caller's signal and the session's: whichever fires first aborts
+// every wait of the request, with an error that says which.
+
+import { CorralError } from '../../api/errors.js';
+import type { Clock, Timer } from '../../util/clock.js';
+
+export interface AbortSource {
+  signal: AbortSignal;
+}
+
+export class WaitScope {
+  private readonly controller = new AbortController();
+  private readonly timer: Timer | undefined;
+  private readonly detach: (() => void)[] = [];
+
+  /** `deadline`: monotonic ms (clock.now()), or Infinity to wait forever. */
+  constructor(clock: Clock, deadline: number, sources: readonly (AbortSignal | undefined)[], timeoutError: () => CorralError) {
+    for (const source of sources) {
+      if (source === undefined) continue;
+      if (source.aborted) {
+        this.abort(source.reason);
+        continue;
+      }
+      const onAbort = (): void => this.abort(source.reason);
+      source.addEventListener('abort', onAbort, { once: true });
+      this.detach.push(() => source.removeEventListener('abort', onAbort));
+    }
+    if (Number.isFinite(deadline) && !this.controller.signal.aborted) {
+      this.timer = clock.setTimer(deadline - clock.now(), () => this.abort(timeoutError()));
+    }
+  }
+
+  /** Aborted, with the reason of whichever source fired first. */
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  private abort(reason: unknown): void {
+    if (this.controller.signal.aborted) return;
+    this.controller.abort(reason instanceof Error ? reason : new CorralError('INTERNAL', `lock request aborted: ${String(reason)}`));
+  }
+
+  close(): void {
+    this.timer?.cancel();
+    for (const detach of this.detach.splice(0)) detach();
+  }
+}
