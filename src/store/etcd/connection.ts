@@ -19,7 +19,7 @@ import type { Clock } from '../../util/clock.js';
 import type { Logger } from '../../util/log.js';
 import { CHANNEL_OPTIONS, type EtcdEndpoint } from './endpoints.js';
 import type { ChannelCredentials } from '@grpc/grpc-js';
-import { closedStore, deadlineExceeded, translate, type CallSite } from './errors.js';
+import { closedStore, deadlineExceeded, detailsOf, fixFor, looksLikeTls, translate, type CallSite } from './errors.js';
 import type { Rpc } from './proto.js';
 
 export interface Member {
@@ -33,7 +33,6 @@ export interface Member {
 const GRPC_DEADLINE_GRACE_MS = 1_000;
 /** How often connect() retries a member that refuses connections. */
 const RETRY_CONNECT_MS = 100;
-const TLS_FAILURE = /certificate|ssl|tls|handshake/i;
 
 export class EtcdConnection {
   readonly members: readonly Member[];
@@ -151,15 +150,16 @@ export class EtcdConnection {
     const stop = new AbortController();
     const attempt = async (member: Member): Promise<Member> => {
       for (;;) {
-        const left = deadline - this.clock.now();
         try {
-          await probe(member, Math.max(1, left));
+          await probe(member, Math.max(1, deadline - this.clock.now()));
           return member;
         } catch (err) {
-          failures.set(member.endpoint.label, err instanceof Error ? err.message : String(err));
-          if (left < RETRY_CONNECT_MS || stop.signal.aborted || this.closed) throw err;
+          const why = detailsOf(err);
+          failures.set(member.endpoint.label, why);
+          // A certificate problem does not go away by waiting; a refused connection may.
+          if (looksLikeTls(why) || deadline - this.clock.now() <= 0 || stop.signal.aborted || this.closed) throw err;
         }
-        await this.clock.sleep(Math.min(RETRY_CONNECT_MS, deadline - this.clock.now()), stop.signal);
+        await this.clock.sleep(Math.max(0, Math.min(RETRY_CONNECT_MS, deadline - this.clock.now())), stop.signal);
       }
     };
     try {
@@ -168,9 +168,10 @@ export class EtcdConnection {
       return member;
     } catch {
       const detail = [...failures.entries()].map(([label, why]) => `${label}: ${why}`).join('; ');
-      const err = new CorralError('STORE_UNAVAILABLE', `${this.cluster} did not answer within ${timeoutMs} ms (${detail})`);
-      if ([...failures.values()].every((why) => TLS_FAILURE.test(why))) throw new CorralError('TLS', err.message);
-      throw err;
+      const tls = failures.size > 0 && [...failures.values()].every(looksLikeTls);
+      const what = tls ? `could not connect to ${this.cluster}` : `${this.cluster} did not answer within ${timeoutMs} ms`;
+      const message = `${what} (${detail}); ${fixFor(detail)}`;
+      throw new CorralError(tls ? 'TLS' : 'STORE_UNAVAILABLE', message);
     } finally {
       stop.abort();
     }

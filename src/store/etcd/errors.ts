@@ -15,11 +15,39 @@ export interface CallSite {
 }
 
 const FIX = 'check that a majority of the etcd members is running and reachable from this machine, and that store.endpoints lists their client URLs';
-const TLS_FIX = 'check store.tls: the CA must have signed the members’ server certificates, whose names must match the endpoints';
+const TLS_FIX = 'check store.tls: the CA must have signed the members’ server certificates, whose names must match the endpoints, and etcd must accept the client certificate';
+const TLS_FAILURE = /certificate|ssl|tls|handshake/i;
+
+export function looksLikeTls(why: string): boolean {
+  return TLS_FAILURE.test(why);
+}
+
+/** How to fix a failure to reach etcd, judged by its description. */
+export function fixFor(why: string): string {
+  return looksLikeTls(why) ? TLS_FIX : FIX;
+}
+
+/** grpc's details on one line, without its timestamps and empty "Resolution note:". */
+export function cleanDetails(s: string): string {
+  return s
+    .replace(/ \(\d{4}-\d\d-\d\dT[\d:.]+Z\)/g, '')
+    .replace(/\s*Resolution note:\s*$/, '')
+    .replace(/\s+/g, ' ')
+    .trim();
+}
+
+/** The underlying gRPC details of an error this module made, else its message. */
+export function detailsOf(err: unknown): string {
+  if (err instanceof CorralError && err.cause instanceof Error) {
+    const cause = err.cause as Partial<ServiceError>;
+    return cleanDetails(cause.details ?? err.cause.message);
+  }
+  return err instanceof Error ? err.message : String(err);
+}
 
 export function unavailable(site: CallSite, why: string, cause?: unknown): CorralError {
-  const fix = /certificate|ssl|tls|handshake/i.test(why) ? TLS_FIX : FIX;
-  return new CorralError('STORE_UNAVAILABLE', `${site.cluster} is unavailable (${site.rpc} on ${site.endpoint}: ${oneLine(why)}); ${fix}`, { cause });
+  const clean = cleanDetails(why);
+  return new CorralError('STORE_UNAVAILABLE', `${site.cluster} is unavailable (${site.rpc} on ${site.endpoint}: ${clean}); ${fixFor(clean)}`, { cause });
 }
 
 export function deadlineExceeded(site: CallSite, ms: number): CorralError {
@@ -66,8 +94,4 @@ export function translate(err: ServiceError, site: CallSite): CorralError {
     return new CorralError('FORBIDDEN', `${site.cluster} refused ${site.rpc}: ${details}; give corral's client certificate (store.tls) access to its keys`, { cause: err });
   }
   return new CorralError('INTERNAL', `${site.rpc} on ${site.endpoint} failed: ${details} (gRPC ${status[err.code] ?? err.code})`, { cause: err });
-}
-
-function oneLine(s: string): string {
-  return s.replace(/\s+/g, ' ').trim();
 }

@@ -1,0 +1,181 @@
+// EtcdStore on a real 3-member etcd when members fail: a killed member (the one in use, or the
+// leader) costs at most a few calls and the client moves on; a stopped member costs one deadline;
+// with a majority or all members stopped every call fails with STORE_UNAVAILABLE within its
+// deadline (never hangs), and the same store recovers when the members continue.
+
+import assert from 'node:assert/strict';
+import { after, afterEach, before, describe, it } from 'node:test';
+import { isCorralError } from '../../api/errors.js';
+import { startEtcd, type EtcdCluster, type EtcdMember } from '../../testkit/etcd.js';
+import type { WatchEvent } from '../store.js';
+import { openEtcdStore, type EtcdStore } from './index.js';
+
+const REQUEST_TIMEOUT_MS = 1_000;
+/** What a deadline may overrun by on a busy test machine. */
+const OVERRUN_MS = 400;
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Runs `op` until it succeeds (bounded); returns how many attempts failed, all with STORE_UNAVAILABLE. */
+async function untilServed(op: () => Promise<unknown>, limitMs: number): Promise<number> {
+  const t0 = performance.now();
+  for (let failures = 0; ; failures++) {
+    try {
+      await op();
+      return failures;
+    } catch (err) {
+      assert.ok(isCorralError(err, 'STORE_UNAVAILABLE'), `expected STORE_UNAVAILABLE, got ${String(err)}`);
+      assert.ok(performance.now() - t0 < limitMs, `not served within ${limitMs} ms (${failures + 1} failures; last: ${err.message})`);
+      await sleep(50);
+    }
+  }
+}
+
+/** Asserts `op` fails with STORE_UNAVAILABLE within the request deadline. */
+async function failsInTime(what: string, op: () => Promise<unknown>): Promise<void> {
+  const t0 = performance.now();
+  await assert.rejects(op(), (err: unknown) => {
+    assert.ok(isCorralError(err, 'STORE_UNAVAILABLE'), `${what}: expected STORE_UNAVAILABLE, got ${String(err)}`);
+    return true;
+  });
+  const ms = performance.now() - t0;
+  assert.ok(ms < REQUEST_TIMEOUT_MS + OVERRUN_MS, `${what} took ${Math.round(ms)} ms to fail; the deadline is ${REQUEST_TIMEOUT_MS} ms`);
+}
+
+async function nextEvent(it: AsyncIterator<WatchEvent>, ms = 5_000): Promise<WatchEvent | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const step = await Promise.race([it.next(), new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('no watch event in time')), ms)))]);
+    return step.done === true ? undefined : step.value;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+describe('EtcdStore on a 3-member etcd', () => {
+  let etcd: EtcdCluster;
+  let store: EtcdStore;
+  const memberInUse = (): EtcdMember => {
+    const current = store.describe().current;
+    const m = etcd.members.find((x) => x.endpoint === current);
+    assert.ok(m, current);
+    return m;
+  };
+
+  before(async () => {
+    etcd = await startEtcd({ members: 3 });
+  });
+  after(async () => {
+    await etcd?.stop();
+  });
+  afterEach(async () => {
+    await store?.close();
+    // Bring every member back for the next test: continue stopped ones, restart killed ones.
+    for (const m of etcd.members) etcd.kill(m, 'SIGCONT');
+    for (const m of etcd.members) {
+      try {
+        process.kill(m.pid, 0);
+      } catch {
+        await etcd.restart(m);
+      }
+    }
+    await etcd.leader();
+  });
+  const open = async (): Promise<EtcdStore> =>
+    (store = await openEtcdStore({ endpoints: etcd.endpoints, requestTimeoutMs: REQUEST_TIMEOUT_MS, keepAliveTimeoutMs: REQUEST_TIMEOUT_MS }));
+
+  it('moves to another member when the one in use is SIGKILLed: sessions, reads and writes go on', async () => {
+    await open();
+    const lease = await store.grantLease(10);
+    await store.put('kill/a', '1', { lease: lease.id });
+    const watch = store.watch('kill/');
+    const events = watch[Symbol.asyncIterator]();
+    const victim = memberInUse();
+    etcd.kill(victim, 'SIGKILL');
+    const t0 = performance.now();
+    const failures = await untilServed(() => store.put('kill/b', '2'), 5_000);
+    assert.ok(failures <= 2, `${failures} calls failed before the client moved on`);
+    assert.notEqual(memberInUse(), victim);
+    await untilServed(() => store.keepAlive(lease.id), 3_000);
+    assert.equal((await store.get('kill/a')).kv?.value, '1', 'the leased key lived on');
+    assert.ok(performance.now() - t0 < 5_000);
+    // The watch was on the killed member: it ends with STORE_UNAVAILABLE, and a new one from the
+    // last revision seen + 1 misses nothing.
+    await assert.rejects(nextEvent(events), (err: unknown) => isCorralError(err, 'STORE_UNAVAILABLE'));
+    const again = store.watch('kill/', { fromRevision: (await store.get('kill/a')).kv?.modRevision ?? 0n });
+    const seen = [await nextEvent(again[Symbol.asyncIterator]()), await nextEvent(again[Symbol.asyncIterator]())];
+    assert.deepEqual(
+      seen.map((e) => e?.kv.key),
+      ['kill/a', 'kill/b'],
+    );
+    again.close();
+  });
+
+  it('survives the leader being SIGKILLed', async () => {
+    await open();
+    const lease = await store.grantLease(10);
+    const leader = await etcd.leader();
+    etcd.kill(leader, 'SIGKILL');
+    const failures = await untilServed(() => store.put('leader/a', '1'), 5_000);
+    assert.ok(failures <= 3, `${failures} calls failed`);
+    await untilServed(() => store.keepAlive(lease.id), 3_000);
+    const next = await etcd.leader();
+    assert.notEqual(next, leader);
+  });
+
+  it('a SIGSTOPped member in use costs one deadline, then the client uses another', async () => {
+    await open();
+    await store.put('stop/a', '1');
+    const victim = memberInUse();
+    etcd.kill(victim, 'SIGSTOP');
+    await failsInTime('get on a stopped member', () => store.get('stop/a'));
+    assert.notEqual(memberInUse(), victim);
+    const failures = await untilServed(() => store.put('stop/b', '2'), 5_000);
+    assert.ok(failures <= 2, `${failures} more calls failed`);
+  });
+
+  it('with a majority SIGSTOPped, calls fail with STORE_UNAVAILABLE within the deadline; the store recovers after SIGCONT', async () => {
+    await open();
+    const lease = await store.grantLease(30);
+    const survivor = memberInUse();
+    const stopped = etcd.members.filter((m) => m !== survivor);
+    for (const m of stopped) etcd.kill(m, 'SIGSTOP');
+    // Whichever member the client tries, none can commit or read linearizably.
+    for (let i = 0; i < 3; i++) {
+      await failsInTime(`put #${i}`, () => store.put('majority/a', 'x'));
+      await failsInTime(`get #${i}`, () => store.get('majority/a'));
+      await failsInTime(`keepAlive #${i}`, () => store.keepAlive(lease.id));
+    }
+    for (const m of stopped) etcd.kill(m, 'SIGCONT');
+    await untilServed(() => store.put('majority/a', 'back'), 10_000);
+    await untilServed(() => store.keepAlive(lease.id), 5_000);
+    assert.equal((await store.get('majority/a')).kv?.value, 'back');
+  });
+
+  it('with every member SIGSTOPped, nothing hangs: each call fails within its deadline; after SIGCONT the same store serves again', async () => {
+    await open();
+    const lease = await store.grantLease(30);
+    await store.put('all/a', '1');
+    for (const m of etcd.members) etcd.kill(m, 'SIGSTOP');
+    await failsInTime('get', () => store.get('all/a'));
+    await failsInTime('put', () => store.put('all/a', '2'));
+    await failsInTime('txn', () => store.txn({ compare: [], success: [{ type: 'put', key: 'all/b', value: 'x' }] }));
+    await failsInTime('keepAlive', () => store.keepAlive(lease.id));
+    await failsInTime('grantLease', () => store.grantLease(5));
+    await failsInTime('leaseStatus', () => store.leaseStatus(lease.id));
+    await failsInTime('revision', () => store.revision());
+    await failsInTime('watch', async () => {
+      for await (const _ of store.watch('all/')) break;
+    });
+    for (const m of etcd.members) etcd.kill(m, 'SIGCONT');
+    await untilServed(() => store.put('all/a', '3'), 10_000);
+    await untilServed(() => store.keepAlive(lease.id), 5_000);
+    assert.equal((await store.get('all/a')).kv?.value, '3');
+    // Watches work again too.
+    const watch = store.watch('all/');
+    const events = watch[Symbol.asyncIterator]();
+    const put = await store.put('all/c', 'x');
+    assert.equal((await nextEvent(events))?.revision, put.revision);
+    watch.close();
+  });
+});
