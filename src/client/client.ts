@@ -77,8 +77,9 @@ export class CorralClient {
     throw new CorralError('UNAVAILABLE', `no agent of cluster ${this.config.cluster} answered: ${failures.join('; ')}`);
   }
 
+  /** The agent may spend a store deadline and then a probe round on it when the store is down. */
   status(): Promise<StatusResponse> {
-    return this.call<StatusResponse>('GET', PATHS.status);
+    return this.call<StatusResponse>('GET', PATHS.status, undefined, { timeoutMs: 2 * this.config.timings.requestTimeoutMs + 2000 });
   }
 
   ping(): Promise<PingResponse> {

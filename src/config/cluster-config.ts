@@ -78,6 +78,16 @@ export const defaultTimings: Timings = {
   shutdownGraceMs: 5000,
 };
 
+/**
+ * On etcd a session must outlive an etcd leader election (1–3 s with etcd's defaults), or every
+ * etcd failover would end sessions and move the master: a 5 s TTL renewed every second.
+ */
+export const etcdDefaultTimings: Timings = { ...defaultTimings, sessionTtlSeconds: 5, keepaliveIntervalMs: 1000 };
+
+export function timingDefaults(backend: StoreConfig['backend']): Timings {
+  return backend === 'etcd' ? etcdDefaultTimings : defaultTimings;
+}
+
 export function parseHostPort(text: string): HostPort | undefined {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s[\]]+)):(\d{1,5})$/.exec(text);
   if (!m) return undefined;
@@ -100,14 +110,14 @@ function hostPortField(map: MapField, key: string, required: boolean): HostPort 
   return hp;
 }
 
-function parseTimings(root: MapField): Timings {
+function parseTimings(root: MapField, defaults: Timings): Timings {
   const t = root.map('timings');
-  if (!t) return { ...defaultTimings };
+  if (!t) return { ...defaults };
   const timings: Timings = {
-    sessionTtlSeconds: t.integer('sessionTtlSeconds', { min: 1, max: 3600, default: defaultTimings.sessionTtlSeconds }),
-    keepaliveIntervalMs: t.integer('keepaliveIntervalMs', { min: 50, max: 600_000, default: defaultTimings.keepaliveIntervalMs }),
-    requestTimeoutMs: t.integer('requestTimeoutMs', { min: 100, max: 600_000, default: defaultTimings.requestTimeoutMs }),
-    shutdownGraceMs: t.integer('shutdownGraceMs', { min: 0, max: 600_000, default: defaultTimings.shutdownGraceMs }),
+    sessionTtlSeconds: t.integer('sessionTtlSeconds', { min: 1, max: 3600, default: defaults.sessionTtlSeconds }),
+    keepaliveIntervalMs: t.integer('keepaliveIntervalMs', { min: 50, max: 600_000, default: defaults.keepaliveIntervalMs }),
+    requestTimeoutMs: t.integer('requestTimeoutMs', { min: 100, max: 600_000, default: defaults.requestTimeoutMs }),
+    shutdownGraceMs: t.integer('shutdownGraceMs', { min: 0, max: 600_000, default: defaults.shutdownGraceMs }),
   };
   if (timings.keepaliveIntervalMs * 2 > timings.sessionTtlSeconds * 1000) {
     t.fail('keepaliveIntervalMs', `must be at most half of sessionTtlSeconds (${timings.sessionTtlSeconds * 500} ms) so one lost keepalive does not end the session`);
@@ -193,7 +203,7 @@ export function parseClusterConfig(text: string, file: string): ClusterConfig {
     join = hostPortField(joinMap, 'address', true);
     joinMap.rejectUnknown();
   }
-  const timings = parseTimings(root);
+  const timings = parseTimings(root, timingDefaults(store.backend));
   root.rejectUnknown();
   return { file: abs, cluster, coordinator, pkiDir, store, nodes, join, timings };
 }
@@ -264,7 +274,7 @@ export function renderClusterConfig(c: {
       if (c.store.tls.key) lines.push(`    key: ${q(c.store.tls.key)}`);
     }
   }
-  const t = { ...defaultTimings, ...c.timings };
+  const t = { ...timingDefaults(c.store?.backend ?? 'embedded'), ...c.timings };
   lines.push(
     'timings:',
     `  sessionTtlSeconds: ${t.sessionTtlSeconds}`,
