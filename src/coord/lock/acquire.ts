@@ -81,6 +81,7 @@ class LockAcquisition {
 
   async run(): Promise<LockGrant> {
     this.session.signal.throwIfAborted();
+    this.plan.signal?.throwIfAborted();
     try {
       let snapshot: Snapshot | undefined = await this.joinLine();
       const decision = this.decide(snapshot);
@@ -117,7 +118,7 @@ class LockAcquisition {
       if (stateful) ops.push({ type: 'get', key: keys.stateKey });
       this.inLine = true;
       const res = await this.store.txn({ compare: [], success: ops });
-      const entries = waiterEntries(rangeAt(res, 1));
+      const entries = waiterEntries(rangeAt(res, 1), { key: this.key, record: this.record });
       this.revision = entries.find((e) => e.key === this.key)?.createRevision ?? res.revision;
       const marker = rangeAt(res, 2)[0];
       const oldestOther = entries.find((e) => e.key !== this.key);

@@ -65,13 +65,17 @@ export function decodeWaiter(value: string): WaiterRecord {
   return { ...UNREADABLE, owner: {}, since: '' };
 }
 
-/** The waiter entries among `kvs` (other keys ignored), in line order (create revision). */
-export function waiterEntries(kvs: readonly KeyValue[]): WaiterEntry[] {
+/**
+ * The waiter entries among `kvs` (other keys ignored), in line order (create revision). `known`:
+ * a key whose record the caller just wrote, not decoded again.
+ */
+export function waiterEntries(kvs: readonly KeyValue[], known?: { key: string; record: WaiterRecord }): WaiterEntry[] {
   const entries: WaiterEntry[] = [];
   for (const kv of kvs) {
     const parts = parseWaiterKey(kv.key);
     if (parts === undefined) continue;
-    entries.push({ key: kv.key, resourceName: parts.resourceName, createRevision: kv.createRevision, lease: kv.lease, record: decodeWaiter(kv.value) });
+    const record = kv.key === known?.key ? known.record : decodeWaiter(kv.value);
+    entries.push({ key: kv.key, resourceName: parts.resourceName, createRevision: kv.createRevision, lease: kv.lease, record });
   }
   return entries.sort((a, b) => (a.createRevision < b.createRevision ? -1 : a.createRevision > b.createRevision ? 1 : 0));
 }

@@ -69,6 +69,23 @@ describe('lock timeouts and resource existence on the embedded store', () => {
     await holder.release();
   });
 
+  it('a timeout longer than a timer can count (2^31 ms) does not fire early', async () => {
+    const resource = fx.name('long');
+    const holder = await acquire(fx.store, await fx.session(), { resource });
+    const abort = new AbortController();
+    const waiting = acquire(fx.store, await fx.session(), { resource, timeoutMs: 2 ** 32, signal: abort.signal });
+    assert.equal((await stateAfter(waiting, 50)).state, 'pending');
+    abort.abort(new Error('done'));
+    await assert.rejects(waiting, /done/);
+    await holder.release();
+  });
+
+  it('a request whose signal is already aborted fails without joining the line', async () => {
+    const resource = fx.name('preaborted');
+    await assert.rejects(acquire(fx.store, await fx.session(), { resource, signal: AbortSignal.abort(new Error('no')) }), /no/);
+    assert.deepEqual(await waiterKeys(resource), []);
+  });
+
   it('create: false on a resource that does not exist fails with RESOURCE_NOT_FOUND (timeout 0) or LOCK_TIMEOUT', async () => {
     const resource = fx.name('absent');
     const s = await fx.session();

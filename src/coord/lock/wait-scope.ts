@@ -9,9 +9,12 @@ export interface AbortSource {
   signal: AbortSignal;
 }
 
+// setTimeout fires at once for delays past 2^31 - 1 ms; longer deadlines are reached in steps.
+const LONGEST_TIMER_MS = 2 ** 31 - 1;
+
 export class WaitScope {
   private readonly controller = new AbortController();
-  private readonly timer: Timer | undefined;
+  private timer: Timer | undefined;
   private readonly detach: (() => void)[] = [];
 
   /** `deadline`: monotonic ms (clock.now()), or Infinity to wait forever. */
@@ -26,9 +29,15 @@ export class WaitScope {
       source.addEventListener('abort', onAbort, { once: true });
       this.detach.push(() => source.removeEventListener('abort', onAbort));
     }
-    if (Number.isFinite(deadline) && !this.controller.signal.aborted) {
-      this.timer = clock.setTimer(deadline - clock.now(), () => this.abort(timeoutError()));
-    }
+    if (Number.isFinite(deadline) && !this.controller.signal.aborted) this.arm(clock, deadline, timeoutError);
+  }
+
+  private arm(clock: Clock, deadline: number, timeoutError: () => CorralError): void {
+    const ms = deadline - clock.now();
+    this.timer =
+      ms > LONGEST_TIMER_MS
+        ? clock.setTimer(LONGEST_TIMER_MS, () => this.arm(clock, deadline, timeoutError))
+        : clock.setTimer(ms, () => this.abort(timeoutError()));
   }
 
   /** Aborted, with the reason of whichever source fired first. */
