@@ -9,6 +9,7 @@ import type { WaiterEntry } from './records.js';
  * longer has the history to tell (COMPACTED: read again). Throws the signal's reason on abort.
  */
 export async function keyDeleted(store: Store, key: string, fromRevision: Revision, signal: AbortSignal): Promise<boolean> {
+  signal.throwIfAborted();
   // A watch is on a prefix: `key` also covers longer keys (a descendant path), hence the filter.
   const watch = store.watch(key, { fromRevision, signal });
   try {
@@ -42,6 +43,7 @@ export async function roomMade(options: {
   onOwnKeyGone: () => Error;
   signal: AbortSignal;
 }): Promise<RoomOutcome> {
+  options.signal.throwIfAborted();
   const remaining = new Map(options.ahead.map((e) => [e.key, e]));
   const watch = options.store.watch(options.prefix, { fromRevision: options.fromRevision, signal: options.signal });
   try {
@@ -62,6 +64,7 @@ export async function roomMade(options: {
 
 /** Resolves once any key is put under one of `prefixes` (at or after `fromRevision`). */
 export async function anyPut(store: Store, prefixes: readonly string[], fromRevision: Revision, signal: AbortSignal): Promise<void> {
+  signal.throwIfAborted(); // an abort listener added now would never fire
   const stop = new AbortController();
   const onAbort = (): void => stop.abort(signal.reason);
   signal.addEventListener('abort', onAbort, { once: true });
