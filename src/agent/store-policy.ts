@@ -3,8 +3,9 @@
 // token can obtain) may read everything but write only what is its own:
 //
 // - its own namespaced keys: /corral/nodes/<self>, /corral/members/<self>;
-// - session-owned keys, whose last path segment is the hex id of a lease the node owns
-//   (a campaign key /corral/election/master/<lease>); a put there must attach that lease;
+// - session-owned keys, whose last path segment is the hex id of a lease the node owns, alone or
+//   followed by "." and a request id (campaign keys, lock waiters); a put there must attach that lease;
+// - shared compare-and-swap keys of lock resources (/corral/locks/state/);
 // - its own leases: it may keep alive, revoke or inspect only leases it was granted.
 //
 // A lease's owner is recorded at grant time in /corral/leases/<hex>, attached to the lease itself,
@@ -17,8 +18,14 @@ import { KEYS } from '../coord/membership.js';
 
 export const LEASE_OWNERS = '/corral/leases/';
 
-/** Prefixes under which a key's last segment names the lease (hex) of the session that owns it. */
-export const SESSION_OWNED_PREFIXES = ['/corral/election/'];
+/**
+ * Prefixes under which a key's last segment names the lease of the session that owns it, as
+ * `<lease hex>` or `<lease hex>.<request id>`: campaign keys, lock waiter keys, idle markers.
+ */
+export const SESSION_OWNED_PREFIXES = ['/corral/election/', '/corral/locks/r/', '/corral/locks/h/', '/corral/locks/idle/'];
+
+/** Shared compare-and-swap points any node may write (a lock resource's counters). */
+export const SHARED_PREFIXES = ['/corral/locks/state/'];
 
 function ownNamespaces(node: string): string[] {
   return [KEYS.registry + node, KEYS.members + node];
@@ -34,8 +41,8 @@ export function actorOf(peer: PeerIdentity): StoreActor {
 
 function leaseOfKey(key: string): LeaseId | undefined {
   if (!SESSION_OWNED_PREFIXES.some((p) => key.startsWith(p))) return undefined;
-  const hex = key.slice(key.lastIndexOf('/') + 1);
-  return /^[0-9a-f]{1,16}$/.test(hex) ? BigInt(`0x${hex}`) : undefined;
+  const m = /^([0-9a-f]{1,16})(?:\.[A-Za-z0-9_-]{1,64})?$/.exec(key.slice(key.lastIndexOf('/') + 1));
+  return m ? BigInt(`0x${m[1] as string}`) : undefined;
 }
 
 export class StorePolicy {
@@ -78,6 +85,7 @@ export class StorePolicy {
   async checkWrite(actor: StoreActor, op: TxnOp): Promise<void> {
     if (actor.kind === 'trusted' || op.type === 'get' || op.type === 'range') return;
     if (op.type === 'delete' && op.prefix) this.forbidden(actor, `delete every key under ${op.key}`);
+    if (SHARED_PREFIXES.some((p) => op.key.startsWith(p))) return;
     if (this.inOwnNamespace(actor, op.key)) {
       if (op.type === 'put' && op.lease !== undefined && op.lease !== 0n) await this.checkLease(actor, op.lease, 'attach a key to');
       return;
