@@ -58,7 +58,9 @@ export interface EtcdCluster {
   readonly electionTimeoutMs: number;
   /** The member the live members agree leads (waits, bounded, for an election). */
   leader(timeoutMs?: number): Promise<EtcdMember>;
-  /** Sends `signal` (default SIGKILL) to the member's process. */
+  /** Whether the member's process exists (stopped counts; a zombie does not). */
+  running(member: EtcdMember): boolean;
+  /** Sends `signal` (default SIGKILL) to the member's process; throws if it is not running. */
   kill(member: EtcdMember, signal?: NodeJS.Signals): void;
   /** Stops the member if it runs, starts it again on its data directory, and waits until it serves. */
   restart(member: EtcdMember): Promise<void>;
@@ -324,9 +326,13 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdClu
         await sleep(50);
       }
     },
+    running(member) {
+      return alive(member as MemberState);
+    },
     kill(member, signal = 'SIGKILL') {
       const m = member as MemberState;
-      if (alive(m)) process.kill(m.pid, signal);
+      if (!alive(m)) throw new Error(`etcd member ${m.name} is not running`);
+      process.kill(m.pid, signal);
     },
     async restart(member) {
       const m = member as MemberState;

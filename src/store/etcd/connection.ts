@@ -31,6 +31,8 @@ export interface Member {
 
 /** grpc's own deadline trails ours, so that our timer (on the injected clock) decides. */
 const GRPC_DEADLINE_GRACE_MS = 1_000;
+/** A member that failed this recently is the last choice when the client moves. */
+const RECENT_FAILURE_MS = 5_000;
 /** How often connect() retries a member that refuses connections. */
 const RETRY_CONNECT_MS = 100;
 
@@ -40,6 +42,8 @@ export class EtcdConnection {
   readonly cluster: string;
   private currentIndex = 0;
   private closed = false;
+  /** When each member last failed a call (clock ms). */
+  private readonly failedAt: number[];
 
   constructor(
     endpoints: readonly EtcdEndpoint[],
@@ -49,6 +53,7 @@ export class EtcdConnection {
   ) {
     this.members = endpoints.map((endpoint, index) => ({ endpoint, index, client: new Client(endpoint.target, credentials, { ...CHANNEL_OPTIONS }) }));
     this.cluster = `etcd at ${endpoints.map((e) => e.label).join(', ')}`;
+    this.failedAt = endpoints.map(() => -Infinity);
   }
 
   get isClosed(): boolean {
@@ -64,22 +69,27 @@ export class EtcdConnection {
   }
 
   /**
-   * `member` could not serve: if it is still the current one, move to the next member, preferring
-   * one whose channel is not known to be failing. Concurrent failures on one member move once.
+   * `member` could not serve: remember when, and if it is still the current one, move to another.
+   * The next is the first member (in list order after this one) that has not failed lately and
+   * whose channel is not known to be failing; else one whose channel is not failing, else the one
+   * that failed longest ago. A member whose
+   * connection merely dropped looks idle, not failing, to grpc: the failure record is what keeps
+   * the client from going straight back to a member that was just killed. Concurrent failures on
+   * one member move the client once.
    */
   failover(member: Member, why: string): void {
+    const now = this.clock.now();
+    this.failedAt[member.index] = now;
     if (this.closed || this.members.length < 2 || member.index !== this.currentIndex) return;
     const n = this.members.length;
-    let next = (member.index + 1) % n;
-    for (let i = 1; i < n; i++) {
-      const candidate = this.members[(member.index + i) % n] as Member;
-      if (candidate.client.getChannel().getConnectivityState(false) !== connectivityState.TRANSIENT_FAILURE) {
-        next = candidate.index;
-        break;
-      }
-    }
-    this.currentIndex = next;
-    this.logger.warn({ from: member.endpoint.label, to: this.current().endpoint.label, why }, 'etcd member cannot serve; using another');
+    const others = Array.from({ length: n - 1 }, (_, i) => this.members[(member.index + 1 + i) % n] as Member);
+    const failing = (m: Member): boolean => m.client.getChannel().getConnectivityState(false) === connectivityState.TRANSIENT_FAILURE;
+    const failed = (m: Member): number => this.failedAt[m.index] ?? -Infinity;
+    const healthy = others.find((m) => now - failed(m) > RECENT_FAILURE_MS && !failing(m));
+    // All failed lately: one that can at least be connected to, then the one that failed longest ago.
+    const next = healthy ?? [...others].sort((a, b) => Number(failing(a)) - Number(failing(b)) || failed(a) - failed(b))[0] ?? member;
+    this.currentIndex = next.index;
+    this.logger.warn({ from: member.endpoint.label, to: next.endpoint.label, why }, 'etcd member cannot serve; using another');
   }
 
   site(rpc: string, member: Member): CallSite {
