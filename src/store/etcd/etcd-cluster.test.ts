@@ -166,6 +166,10 @@ describe('EtcdStore on a 3-member etcd', () => {
     const lease = await store.grantLease(30);
     await store.put('all/a', '1');
     for (const m of etcd.members) etcd.kill(m, 'SIGSTOP');
+    // A watch whose creation etcd cannot confirm holds back later requests, but within their deadline.
+    const pending = store.watch('all/');
+    await failsInTime('put right after watch()', () => store.put('all/a', '2'));
+    pending.close();
     await failsInTime('get', () => store.get('all/a'));
     await failsInTime('put', () => store.put('all/a', '2'));
     await failsInTime('txn', () => store.txn({ compare: [], success: [{ type: 'put', key: 'all/b', value: 'x' }] }));

@@ -3,7 +3,7 @@
 // behind the caller's back, so a caller's deadline (a session's) is never hidden by ours.
 
 import { CorralError } from '../../api/errors.js';
-import { systemClock, type Clock } from '../../util/clock.js';
+import { systemClock, type Clock, type Timer } from '../../util/clock.js';
 import { nullLogger, type Logger } from '../../util/log.js';
 import type {
   DeleteResult,
@@ -114,16 +114,16 @@ export class EtcdStore implements Store {
 
   async get(key: string): Promise<GetResult> {
     checkKey(key);
-    await this.afterWatchCreation();
-    const r = await this.conn.unary(this.rpcs.range, { key: bytes(key) }, this.timeoutMs);
+    const ms = await this.afterWatchCreation();
+    const r = await this.conn.unary(this.rpcs.range, { key: bytes(key) }, ms);
     return { revision: big(r.header.revision), kv: decodeOptionalKv(r.kvs[0]) };
   }
 
   async range(prefix: string, options: { limit?: number } = {}): Promise<RangeResult> {
     checkPrefix(prefix);
     checkLimit(options.limit);
-    await this.afterWatchCreation();
-    const r = await this.conn.unary(this.rpcs.range, { ...prefixRange(prefix), limit: int64(options.limit ?? 0) }, this.timeoutMs);
+    const ms = await this.afterWatchCreation();
+    const r = await this.conn.unary(this.rpcs.range, { ...prefixRange(prefix), limit: int64(options.limit ?? 0) }, ms);
     return { revision: big(r.header.revision), kvs: r.kvs.map(decodeKv), more: r.more };
   }
 
@@ -131,32 +131,28 @@ export class EtcdStore implements Store {
     checkKey(key);
     checkValue(value);
     if (options.lease !== undefined) checkLease(options.lease);
-    await this.afterWatchCreation();
-    const r = await this.conn.unary(
-      this.rpcs.put,
-      { key: bytes(key), value: bytes(value), lease: int64(options.lease ?? NO_LEASE), prev_kv: true },
-      this.timeoutMs,
-    );
+    const ms = await this.afterWatchCreation();
+    const r = await this.conn.unary(this.rpcs.put, { key: bytes(key), value: bytes(value), lease: int64(options.lease ?? NO_LEASE), prev_kv: true }, ms);
     return { revision: big(r.header.revision), prev: decodeOptionalKv(r.prev_kv) };
   }
 
   async delete(key: string, options: { prefix?: boolean } = {}): Promise<DeleteResult> {
     if (options.prefix === true) checkPrefix(key);
     else checkKey(key);
-    await this.afterWatchCreation();
+    const ms = await this.afterWatchCreation();
     const request = options.prefix === true ? prefixRange(key) : { key: bytes(key) };
-    const r = await this.conn.unary(this.rpcs.deleteRange, request, this.timeoutMs);
+    const r = await this.conn.unary(this.rpcs.deleteRange, request, ms);
     return { revision: big(r.header.revision), deleted: Number(r.deleted) };
   }
 
   async txn(txn: Txn): Promise<TxnResult> {
     checkTxn(txn);
     const failure = txn.failure ?? [];
-    await this.afterWatchCreation();
+    const ms = await this.afterWatchCreation();
     const r = await this.conn.unary(
       this.rpcs.txn,
       { compare: txn.compare.map(encodeCompare), success: txn.success.map(encodeOp), failure: failure.map(encodeOp) },
-      this.timeoutMs,
+      ms,
     );
     const ops = r.succeeded ? txn.success : failure;
     if (r.responses.length !== ops.length) {
@@ -183,9 +179,9 @@ export class EtcdStore implements Store {
 
   async revokeLease(id: LeaseId): Promise<void> {
     checkLease(id);
-    await this.afterWatchCreation();
+    const ms = await this.afterWatchCreation();
     try {
-      await this.conn.unary(this.rpcs.leaseRevoke, { ID: int64(id) }, this.timeoutMs);
+      await this.conn.unary(this.rpcs.leaseRevoke, { ID: int64(id) }, ms);
     } catch (err) {
       if (!(err instanceof CorralError && err.code === 'LEASE_NOT_FOUND')) throw err;
     }
@@ -220,9 +216,9 @@ export class EtcdStore implements Store {
   }
 
   async revision(): Promise<Revision> {
-    await this.afterWatchCreation();
+    const ms = await this.afterWatchCreation();
     // A linearizable count of one key: the cheapest read that returns the current revision.
-    const r = await this.conn.unary(this.rpcs.range, { key: Buffer.from([0]), count_only: true }, this.timeoutMs);
+    const r = await this.conn.unary(this.rpcs.range, { key: Buffer.from([0]), count_only: true }, ms);
     return big(r.header.revision);
   }
 
@@ -237,9 +233,15 @@ export class EtcdStore implements Store {
   /**
    * A default watch starts after the revision current when etcd creates it; a request made after
    * watch() returned must not reach etcd before that, or its write could precede the watch's start.
-   * Costs nothing when no watch is being created; waits at most the watch's creation deadline.
+   * Costs nothing when no watch is being created. Returns the time left for the request itself:
+   * waiting counts against its deadline, so a request never takes longer than requestTimeoutMs.
    */
-  private async afterWatchCreation(): Promise<void> {
-    if (this.creating.size > 0) await Promise.all(this.creating);
+  private async afterWatchCreation(): Promise<number> {
+    if (this.creating.size === 0) return this.timeoutMs;
+    const started = this.clock.now();
+    let timer: Timer | undefined;
+    await Promise.race([Promise.all(this.creating), new Promise<void>((resolve) => (timer = this.clock.setTimer(this.timeoutMs, resolve)))]);
+    timer?.cancel();
+    return Math.max(1, this.timeoutMs - (this.clock.now() - started));
   }
 }
