@@ -2,10 +2,16 @@
 //
 // A request puts a waiter key under the resource's prefix, attached to the session's lease, and
 // reads every key that may conflict, in one transaction: the key's create revision is its place in
-// line and its fencing token. It is granted when it gets along with every key ahead of it
-// (grant-rule.ts); otherwise it watches only what blocks it and checks again when that goes.
-// Set, sequence and timestamp grants then write the value issued into the waiter key and the
-// resource's state key in one more transaction, compared on the state key's mod revision.
+// line. It is granted when it gets along with every key ahead of it (grant-rule.ts); otherwise it
+// watches only what blocks it and checks again when that goes. Set, sequence and timestamp grants
+// then write the value issued into the waiter key and the resource's state key in one more
+// transaction, compared on the state key's mod revision.
+//
+// The fencing token is the revision of the write that records the grant: the joining transaction
+// for a request granted at once, else a second write of the waiter key (marked granted, or holding
+// the value issued). Tokens therefore rise in the order grants happen, across the whole store: a
+// request that passes a waiting one (a CR passing a waiting PW) gets a lower token than the PW,
+// which is granted later. The place in line could not give that.
 //
 // Hot path (simple resource, granted at once): one transaction to acquire, one delete to release.
 
@@ -27,6 +33,8 @@ export interface AcquireOptions {
   /** Decides timeouts (monotonic now, timers); its wallNow() dates requests and makes timestamps. */
   clock?: Clock;
   logger?: Logger;
+  /** Called once, when the request is in line and must wait (it was not granted at once). */
+  onQueued?: () => void;
 }
 
 /** The keys that may conflict with a request, read at one revision. */
@@ -45,7 +53,7 @@ interface Snapshot {
  */
 export async function acquire(store: Store, session: LockSession, request: LockRequest, options: AcquireOptions = {}): Promise<LockGrant> {
   const plan = planRequest(request);
-  return await new LockAcquisition(store, session, plan, options.clock ?? systemClock, options.logger ?? nullLogger).run();
+  return await new LockAcquisition(store, session, plan, options.clock ?? systemClock, options.logger ?? nullLogger, options.onQueued).run();
 }
 
 class LockAcquisition {
@@ -53,8 +61,10 @@ class LockAcquisition {
   private readonly record: WaiterRecord;
   private readonly startedAt: number;
   private inLine = false;
-  /** Create revision of the waiter key: place in line, fencing token. */
+  /** Create revision of the waiter key: its place in line. */
   private revision = 0n;
+  /** Revision of the write that recorded the grant. */
+  private token = 0n;
   /** The resource existed when the key was put: its state carries over (idle.ts). */
   private existedAtJoin = false;
   private idleLifespanMs: number;
@@ -66,6 +76,7 @@ class LockAcquisition {
     private readonly plan: LockPlan,
     private readonly clock: Clock,
     private readonly logger: Logger,
+    private readonly onQueued: (() => void) | undefined,
   ) {
     this.startedAt = clock.now();
     this.key = waiterKey(plan.keys, session.lease, nextRequestId());
@@ -88,12 +99,13 @@ class LockAcquisition {
       if (!decision.granted) {
         if (this.plan.timeoutMs === 0) throw this.busy();
         this.logger.debug({ key: this.key, blocked: decision.by }, 'lock request waiting');
+        this.onQueued?.();
         snapshot = await this.waitTurn(snapshot, decision);
       }
-      const grant = hasState(this.plan.resource) ? await this.issueValue(snapshot) : await this.finishPlain();
+      const grant = hasState(this.plan.resource) ? await this.issueValue(snapshot) : await this.finishPlain(!decision.granted);
       this.session.signal.throwIfAborted();
       this.inLine = false; // the grant owns the key now
-      this.logger.debug({ key: this.key, token: this.revision.toString() }, 'lock granted');
+      this.logger.debug({ key: this.key, token: this.token.toString() }, 'lock granted');
       return grant;
     } catch (err) {
       await this.leaveLine();
@@ -219,16 +231,24 @@ class LockAcquisition {
 
   // --- granting -----------------------------------------------------------------------------
 
-  /** Simple, hierarchical and numeric resources: the key in line is the lock. */
-  private async finishPlain(): Promise<LockGrant> {
-    if (this.idleLifespanMs !== this.record.idleLifespanMs) {
-      // Inherit the creator's idle lifespan, so that it outlives the creator (idle.ts).
-      const res = await this.store.txn({
-        compare: [{ key: this.key, target: 'createRevision', op: '=', value: this.revision }],
-        success: [{ type: 'put', key: this.key, value: encodeWaiter({ ...this.record, idleLifespanMs: this.idleLifespanMs }), lease: this.session.lease }],
-      });
-      if (!res.succeeded) throw this.keyGone();
+  /**
+   * Simple, hierarchical and numeric resources: the key in line is the lock. Granted at once, the
+   * joining transaction recorded the grant; after a wait, the key is written again, marked granted,
+   * and that write's revision is the token. The same write inherits the creator's idle lifespan,
+   * so that it outlives the creator (idle.ts).
+   */
+  private async finishPlain(waited: boolean): Promise<LockGrant> {
+    if (!waited && this.idleLifespanMs === this.record.idleLifespanMs) {
+      this.token = this.revision;
+      return this.grant(undefined);
     }
+    const record: WaiterRecord = { ...this.record, idleLifespanMs: this.idleLifespanMs, granted: true };
+    const res = await this.store.txn({
+      compare: [{ key: this.key, target: 'createRevision', op: '=', value: this.revision }],
+      success: [{ type: 'put', key: this.key, value: encodeWaiter(record), lease: this.session.lease }],
+    });
+    if (!res.succeeded) throw this.keyGone();
+    this.token = res.revision;
     return this.grant(undefined);
   }
 
@@ -250,7 +270,7 @@ class LockAcquisition {
         await this.clock.sleep(Math.max(1, Math.ceil(issued.waitUntilWallMs - wallNow)), this.waitScope().signal);
         continue; // same snapshot: the compare below catches any grant made meanwhile
       }
-      const record: WaiterRecord = { ...this.record, idleLifespanMs: this.idleLifespanMs, value: issued.value };
+      const record: WaiterRecord = { ...this.record, idleLifespanMs: this.idleLifespanMs, value: issued.value, granted: true };
       if (issued.elementIndex !== undefined) record.elementIndex = issued.elementIndex;
       const res = await this.store.txn({
         compare: [
@@ -266,7 +286,10 @@ class LockAcquisition {
           { type: 'get', key: keys.stateKey },
         ],
       });
-      if (res.succeeded) return this.grant(issued.value);
+      if (res.succeeded) {
+        this.token = res.revision;
+        return this.grant(issued.value);
+      }
       snapshot = { revision: res.revision, entries: waiterEntries(rangeAt(res, 0)), state: getAt(res, 1) };
     }
   }
@@ -279,7 +302,8 @@ class LockAcquisition {
       resource: plan.resource,
       keys: plan.keys,
       key: this.key,
-      fencingToken: this.revision,
+      createRevision: this.revision,
+      fencingToken: this.token,
       mode: plan.ask.mode,
       quantity: plan.ask.quantity,
       value,

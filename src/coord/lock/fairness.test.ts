@@ -61,6 +61,22 @@ describe('lock fairness on the embedded store', () => {
     await (await writer).release();
   });
 
+  it('tokens follow grant order: a CR that passes a waiting PW gets a lower token than the PW, granted later', async () => {
+    const [a, b, c] = [await fx.session(), await fx.session(), await fx.session()];
+    const resource = fx.name('order');
+    const reader = await acquire(fx.store, a, { resource, mode: 'PR' });
+    const writer = acquire(fx.store, b, { resource, mode: 'PW' });
+    assert.equal((await stateAfter(writer, 20)).state, 'pending');
+    const cr = await acquire(fx.store, c, { resource, mode: 'CR' });
+    assert.ok(cr.fencingToken > reader.fencingToken);
+    await reader.release();
+    const w = await writer;
+    assert.ok(w.fencingToken > cr.fencingToken, `PW granted after CR has token ${w.fencingToken}, CR ${cr.fencingToken}`);
+    // The token is the revision of the write that recorded the grant: the key's last write.
+    assert.equal((await fx.store.get(w.key)).kv?.modRevision, w.fencingToken);
+    await Promise.all([cr.release(), w.release()]);
+  });
+
   it('a waiter that gives up leaves the line and the next moves up', async () => {
     const [a, b, c] = [await fx.session(), await fx.session(), await fx.session()];
     const resource = fx.name('giveup');

@@ -21,6 +21,8 @@ export interface LockGrantParts {
   resource: Resource;
   keys: ResourceKeys;
   key: string;
+  /** The waiter key's create revision: the key is still ours while it has this one. */
+  createRevision: bigint;
   fencingToken: bigint;
   mode: LockMode;
   quantity: number;
@@ -58,8 +60,9 @@ export class LockGrant {
   }
 
   /**
-   * The waiter key's create revision. Unique per grant; between two grants that conflict, the
-   * later one's is higher, so a fenced service can refuse a write carrying an older token.
+   * The revision of the write that recorded the grant: unique per grant and strictly increasing
+   * in the order grants happen across the store, so a fenced service can refuse a write carrying
+   * an older token than one it has seen.
    */
   get fencingToken(): bigint {
     return this.parts.fencingToken;
@@ -131,7 +134,7 @@ export class LockGrant {
         ? await this.settleSequence(rollback, marker)
         : (
             await store.txn({
-              compare: [{ key, target: 'createRevision', op: '=', value: this.parts.fencingToken }],
+              compare: [{ key, target: 'createRevision', op: '=', value: this.parts.createRevision }],
               success: [{ type: 'delete', key }, ...(marker ? [marker.op] : [])],
             })
           ).succeeded;
@@ -157,7 +160,7 @@ export class LockGrant {
       const settled = settleNumber(state, key, rollback);
       const res = await store.txn({
         compare: [
-          { key, target: 'createRevision', op: '=', value: this.parts.fencingToken },
+          { key, target: 'createRevision', op: '=', value: this.parts.createRevision },
           { key: keys.stateKey, target: 'modRevision', op: '=', value: stateKv?.modRevision ?? 0n },
         ],
         success: [
@@ -169,7 +172,7 @@ export class LockGrant {
       });
       if (res.succeeded) return true;
       const own = res.results[0];
-      if (own?.type !== 'get' || own.kv?.createRevision !== this.parts.fencingToken) return false;
+      if (own?.type !== 'get' || own.kv?.createRevision !== this.parts.createRevision) return false;
       const fresh = res.results[1];
       stateKv = fresh?.type === 'get' ? fresh.kv : undefined;
       if (attempt > 0 && attempt % 100 === 0) this.parts.logger.warn({ key, attempt }, 'lock release still contending on the sequence state');

@@ -20,7 +20,8 @@ export interface LockEntryInfo {
   owner: LockOwner;
   /** When the request was made (ISO 8601, the requester's wall clock). */
   since: string;
-  fencingToken: bigint;
+  /** Holders: the revision that recorded the grant (the key's last write). */
+  fencingToken?: bigint;
   lease: bigint;
   granted: boolean;
 }
@@ -85,9 +86,9 @@ export async function listLocks(store: Store): Promise<LockListing> {
         quantity: e.record.quantity,
         owner: e.record.owner,
         since: e.record.since,
-        fencingToken: e.createRevision,
         lease: e.lease,
         granted,
+        ...(granted ? { fencingToken: e.modRevision } : {}),
         ...(e.record.value !== undefined ? { value: e.record.value } : {}),
       };
       const r = entry(e.resourceName, resource);

@@ -1,7 +1,7 @@
 // A mutual-exclusion checker: many concurrent holders, random modes, random timeouts, holders
-// that crash or lose their session while holding. Each records when it entered and left its
+// that crash or lose their session while holding. Each records when it asked, entered and left its
 // critical section and its fencing token; the checker proves that no two conflicting holders
-// overlapped and that between conflicting holders the later one always had the higher token.
+// overlapped and that tokens rose in the order grants happened (checkTokenOrder).
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -22,6 +22,8 @@ interface Tenure {
   quantity: number;
   value: string | undefined;
   token: bigint;
+  /** When the request was made. */
+  requested: number;
   enter: number;
   leave: number;
   how: 'released' | 'crashed' | 'lost';
@@ -55,6 +57,27 @@ function checkPairs(tenures: readonly Tenure[], conflict: (a: Tenure, b: Tenure)
     }
   }
   return pairs;
+}
+
+/**
+ * Tokens rise in the order grants happen. Grant A certainly happened before grant B when A's
+ * holder entered before B was requested, or before a holder that B had to wait for (one it
+ * conflicts with and that left before B entered) left: B's grant is recorded after that holder's
+ * key is deleted. Then A's token must be below B's. This catches a request that passes a waiting
+ * one (a CR passing a waiting PW) being granted with a token above the PW's, granted later.
+ */
+function checkTokenOrder(tenures: readonly Tenure[], conflict: (a: Tenure, b: Tenure) => boolean): number {
+  let ordered = 0;
+  for (const b of tenures) {
+    let cut = b.requested;
+    for (const x of tenures) if (x !== b && conflict(x, b) && x.leave <= b.enter) cut = Math.max(cut, x.leave);
+    for (const a of tenures) {
+      if (a === b || a.enter >= cut) continue;
+      ordered++;
+      assert.ok(a.token < b.token, `grant ${a.token} happened before grant ${b.token} (entered at ${a.enter.toFixed(2)}, before ${cut.toFixed(2)}) but has the higher token`);
+    }
+  }
+  return ordered;
 }
 
 /** At no moment do the holders' quantities add up to more than `total`. */
@@ -110,6 +133,7 @@ describe('mutual exclusion under concurrency on the embedded store', () => {
           const r = rand();
           const timeoutMs = r < 0.15 ? 0 : r < 0.3 ? 1 + Math.floor(rand() * 20) : -1;
           let lock: LockGrant;
+          const requested = performance.now();
           try {
             lock = await acquire(store, session, { resource, mode, quantity, timeoutMs });
           } catch (err) {
@@ -119,7 +143,7 @@ describe('mutual exclusion under concurrency on the embedded store', () => {
             }
             throw err;
           }
-          const tenure: Tenure = { worker: w, resource, mode: lock.mode, quantity: lock.quantity, value: lock.value, token: lock.fencingToken, enter: performance.now(), leave: 0, how: 'released' };
+          const tenure: Tenure = { worker: w, resource, mode: lock.mode, quantity: lock.quantity, value: lock.value, token: lock.fencingToken, requested, enter: performance.now(), leave: 0, how: 'released' };
           tenures.push(tenure);
           // The protected work stops the moment the session is reported lost.
           const stop = new Promise<void>((resolve) => lock.lost.addEventListener('abort', () => resolve(), { once: true }));
@@ -162,6 +186,7 @@ describe('mutual exclusion under concurrency on the embedded store', () => {
       pick: (rand) => ({ resource, mode: LOCK_MODES[Math.floor(rand() * 6)] as LockMode }),
     });
     const pairs = checkPairs(tenures, (a, b) => !compatible(a.mode, b.mode));
+    assert.ok(checkTokenOrder(tenures, (a, b) => !compatible(a.mode, b.mode)) > 1000);
     assert.ok(tenures.some((t) => t.how === 'crashed') && tenures.some((t) => t.how === 'lost'));
     assert.ok(tenures.length > 150 && pairs > 1000, `${tenures.length} tenures, ${pairs} conflicting pairs, ${refused} refused`);
     assert.ok(tenures.some((a) => tenures.some((b) => a !== b && overlap(a, b))), 'compatible holders did share the resource');
@@ -176,7 +201,9 @@ describe('mutual exclusion under concurrency on the embedded store', () => {
       seed: 2,
       pick: (rand) => ({ resource: paths[Math.floor(rand() * paths.length)] as string, mode: LOCK_MODES[Math.floor(rand() * 6)] as LockMode }),
     });
-    const pairs = checkPairs(tenures, (a, b) => pathsRelated(a.resource, b.resource) && !compatible(a.mode, b.mode));
+    const conflict = (a: Tenure, b: Tenure): boolean => pathsRelated(a.resource, b.resource) && !compatible(a.mode, b.mode);
+    const pairs = checkPairs(tenures, conflict);
+    checkTokenOrder(tenures, conflict);
     assert.ok(pairs > 500, `${pairs} conflicting pairs`);
   });
 
@@ -184,6 +211,7 @@ describe('mutual exclusion under concurrency on the embedded store', () => {
     const pool = fx.name('pool', '[4]');
     const { tenures } = await runScenario({ workers: 8, rounds: 25, seed: 3, crashRound: 5, pick: (rand) => ({ resource: pool, mode: 'EX', quantity: 1 + Math.floor(rand() * 4) }) });
     assert.ok(checkCapacity(tenures, 4) >= 2);
+    checkTokenOrder(tenures, () => false);
 
     const seq = fx.name('_S_mx', '[3]');
     const seqRun = await runScenario({ workers: 8, rounds: 15, seed: 4, pick: () => ({ resource: seq, mode: 'EX' }) });

@@ -24,6 +24,11 @@ export interface WaiterRecord {
   value?: string;
   /** Set resources: the position of the element issued (names may repeat). */
   elementIndex?: number;
+  /**
+   * Present once the key was written again to record its grant (a request granted after waiting,
+   * or one that issued a value): that write's revision is the fencing token.
+   */
+  granted?: true;
 }
 
 /** A waiter key as read from the store. */
@@ -31,8 +36,10 @@ export interface WaiterEntry {
   key: string;
   /** The resource name (the full path for hierarchical resources). */
   resourceName: string;
-  /** The key's create revision: its place in line and its fencing token. */
+  /** The key's create revision: its place in line. */
   createRevision: bigint;
+  /** The key's last write: its fencing token once granted (see WaiterRecord.granted). */
+  modRevision: bigint;
   lease: bigint;
   record: WaiterRecord;
 }
@@ -57,6 +64,7 @@ export function decodeWaiter(value: string): WaiterRecord {
         idleLifespanMs: typeof r.idleLifespanMs === 'number' ? r.idleLifespanMs : 0,
         ...(typeof r.value === 'string' ? { value: r.value } : {}),
         ...(typeof r.elementIndex === 'number' ? { elementIndex: r.elementIndex } : {}),
+        ...(r.granted === true ? { granted: true as const } : {}),
       };
     }
   } catch {
@@ -75,7 +83,7 @@ export function waiterEntries(kvs: readonly KeyValue[], known?: { key: string; r
     const parts = parseWaiterKey(kv.key);
     if (parts === undefined) continue;
     const record = kv.key === known?.key ? known.record : decodeWaiter(kv.value);
-    entries.push({ key: kv.key, resourceName: parts.resourceName, createRevision: kv.createRevision, lease: kv.lease, record });
+    entries.push({ key: kv.key, resourceName: parts.resourceName, createRevision: kv.createRevision, modRevision: kv.modRevision, lease: kv.lease, record });
   }
   return entries.sort((a, b) => (a.createRevision < b.createRevision ? -1 : a.createRevision > b.createRevision ? 1 : 0));
 }
