@@ -74,13 +74,8 @@ const ETCD_CANDIDATES = ['/usr/bin/etcd'];
 export function etcdBinary(): string {
   const candidates = [process.env.CORRAL_TEST_ETCD, ...ETCD_CANDIDATES, ...(process.env.PATH ?? '').split(delimiter).map((d) => join(d, 'etcd'))];
   for (const c of candidates) {
-    if (!c) continue;
-    try {
-      accessSync(c, constants.X_OK);
-      return c;
-    } catch {
-      // next
-    }
+    const found = c ? executable(c) : undefined;
+    if (found) return found;
   }
   throw new Error('etcd is not installed (looked for /usr/bin/etcd and etcd on PATH): install it with `apt-get install etcd-server` (CI installs it in .ci/run)');
 }
@@ -137,8 +132,18 @@ interface MemberState extends EtcdMember {
   logFile: string;
 }
 
+function executable(path: string): string | undefined {
+  try {
+    accessSync(path, constants.X_OK);
+    return path;
+  } catch {
+    return undefined;
+  }
+}
+
 export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdCluster> {
   const bin = etcdBinary();
+  const setpriv = executable('/usr/bin/setpriv');
   const size = options.members ?? 1;
   const heartbeat = options.heartbeatIntervalMs ?? 50;
   const election = options.electionTimeoutMs ?? 500;
@@ -165,7 +170,10 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdClu
     const fd = openSync(m.logFile, 'a');
     try {
       const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ETCD')));
-      const child = spawn(bin, m.args, { stdio: ['ignore', fd, fd], env });
+      // Under setpriv --pdeathsig (util-linux; it execs etcd, so the pid is etcd's), etcd is killed
+      // even if this process dies without running its exit hook (SIGKILL, a runner's hard stop).
+      const [command, args] = setpriv ? [setpriv, ['--pdeathsig', 'SIGKILL', '--', bin, ...m.args]] : [bin, m.args];
+      const child = spawn(command, args, { stdio: ['ignore', fd, fd], env });
       track(child);
       m.child = child;
       m.pid = child.pid ?? -1;

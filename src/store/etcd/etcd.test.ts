@@ -111,6 +111,26 @@ describe('EtcdStore on one etcd member', () => {
     ok.close();
   });
 
+  it('a consumer that falls thousands of events behind gets every one, in order (the stream pauses and resumes)', async () => {
+    const n = 6_000;
+    const watch = store.watch('slow/');
+    const events = watch[Symbol.asyncIterator]();
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 64 }, async () => {
+        while (next < n) await store.put(`slow/${next++ % 500}`, 'x');
+      }),
+    );
+    let last = 0n;
+    for (let i = 0; i < n; i++) {
+      const ev = await nextEvent(events);
+      assert.ok(ev !== undefined && ev.revision > last, `event ${i} out of order`);
+      last = ev.revision;
+    }
+    assert.equal(last, await store.revision());
+    watch.close();
+  });
+
   it('a txn that puts one key twice is refused by etcd with BAD_REQUEST', async () => {
     await rejectsWith(
       store.txn({ compare: [], success: [{ type: 'put', key: 'dup', value: '1' }, { type: 'delete', key: 'dup' }] }),
