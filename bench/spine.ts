@@ -1,6 +1,8 @@
-// The spine's benchmark (issue 2): store put/get latency and throughput over the real transport
-// (HTTP/2 + mutual TLS from this process to the coordinator agent, a separate process), formation
-// time of 3, 8 and 32 local agents, and an idle agent's memory and CPU.
+// The spine's benchmark (issues 2 and 3): store put/get/keepalive latency and throughput on both
+// backends in one run — the embedded store over the real transport (HTTP/2 + mutual TLS from this
+// process to the coordinator agent, a separate process), corral's etcd store, and raw grpc-js calls
+// to the same etcd, with ratios — then formation time of 3, 8 and 32 local agents, and an idle
+// agent's memory and CPU.
 //
 //   npm run bench            (all benchmarks)     node dist/bench/spine.js [--quick]
 
@@ -12,7 +14,11 @@ import { loadClusterConfig } from '../src/config/cluster-config.js';
 import { loadAdminCredentials } from '../src/config/pki-files.js';
 import { runCorral } from '../src/testkit/cli.js';
 import { RpcClient } from '../src/transport/client.js';
-import { printTable, summarize, writeResults, type Row } from './lib.js';
+import { openEtcdStore } from '../src/store/etcd/index.js';
+import { RawEtcdClient } from '../src/store/etcd/raw-bench-client.js';
+import type { Store } from '../src/store/store.js';
+import { startEtcd } from '../src/testkit/etcd.js';
+import { printTable, summarize, writeResults, type LatencySummary, type Row } from './lib.js';
 
 const quick = process.argv.includes('--quick');
 
@@ -29,7 +35,7 @@ async function localDown(dir: string): Promise<void> {
   rmSync(dir, { recursive: true, force: true });
 }
 
-function adminStore(dir: string): RemoteStore {
+function adminStore(dir: string): Store {
   const config = loadClusterConfig(path.join(dir, 'corral.yaml'));
   const n1 = config.nodes[0];
   if (!n1) throw new Error('no node');
@@ -78,33 +84,119 @@ function procStat(pid: number): { cpuTicks: number; rssMiB: number } {
   return { cpuTicks, rssMiB: rssKiB / 1024 };
 }
 
+/** One way of reaching a store: the operations the benchmark times. */
+interface StoreTarget {
+  name: string;
+  put(key: string, value: string): Promise<unknown>;
+  get(key: string): Promise<unknown>;
+  keepAlive(): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+async function storeTarget(name: string, store: Store, cleanup: () => Promise<void>): Promise<StoreTarget> {
+  const lease = await store.grantLease(60);
+  return {
+    name,
+    put: (k, v) => store.put(k, v),
+    get: (k) => store.get(k),
+    keepAlive: () => store.keepAlive(lease.id),
+    close: async () => {
+      await store.revokeLease(lease.id).catch(() => undefined);
+      await store.close();
+      await cleanup();
+    },
+  };
+}
+
+async function rawEtcdTarget(endpoint: string): Promise<StoreTarget> {
+  const raw = new RawEtcdClient(endpoint);
+  const lease = await raw.grant(60);
+  return {
+    name: 'raw etcd (plain grpc-js)',
+    put: (k, v) => raw.put(k, v),
+    get: (k) => raw.get(k),
+    keepAlive: () => raw.keepAliveOnce(String(lease.ID)),
+    close: () => Promise.resolve(raw.close()),
+  };
+}
+
+interface TargetResult {
+  put: LatencySummary;
+  get: LatencySummary;
+  keepAlive: LatencySummary;
+  putsPerSecond1: number;
+  putsPerSecond64: number;
+  put64: LatencySummary;
+  getsPerSecond64: number;
+}
+
+/** Latencies in interleaved rounds, so that drift in the machine's speed hits every target alike. */
+async function latencies(targets: StoreTarget[], rounds: number, perRound: number): Promise<Map<string, { put: number[]; get: number[]; keepAlive: number[] }>> {
+  const out = new Map(targets.map((t) => [t.name, { put: [] as number[], get: [] as number[], keepAlive: [] as number[] }]));
+  for (const t of targets) await serialLatency(200, (i) => t.put(`/bench/warm/${i}`, 'x')); // connections, JIT
+  for (let r = 0; r < rounds; r++) {
+    for (const t of targets) {
+      const o = out.get(t.name) as { put: number[]; get: number[]; keepAlive: number[] };
+      o.put.push(...(await serialLatency(perRound, (i) => t.put(`/bench/s/${i % 1000}`, `value-${i}`))));
+      o.get.push(...(await serialLatency(perRound, (i) => t.get(`/bench/s/${i % 1000}`))));
+      o.keepAlive.push(...(await serialLatency(perRound / 2, () => t.keepAlive())));
+    }
+  }
+  return out;
+}
+
 async function storeBench(rows: Row[], results: Record<string, unknown>): Promise<void> {
   const { dir } = await localUp(1);
-  const store = adminStore(dir);
+  const etcd = await startEtcd({ members: 1 });
+  const targets: StoreTarget[] = [];
   try {
-    const n = quick ? 1000 : 5000;
-    await serialLatency(500, (i) => store.put(`/bench/warm/${i}`, 'x')); // connection, JIT
-    const put1 = summarize(await serialLatency(n, (i) => store.put(`/bench/s/${i % 1000}`, `value-${i}`)));
-    const get1 = summarize(await serialLatency(n, (i) => store.get(`/bench/s/${i % 1000}`)));
-    const ms = quick ? 1500 : 4000;
-    const serialPut = await throughput(1, ms, 1e6, (i) => store.put(`/bench/t1/${i % 1000}`, 'v'));
-    const put64 = await throughput(64, ms, 1e6, (i) => store.put(`/bench/t64/${i % 5000}`, 'v'));
-    const get64 = await throughput(64, ms, 1e6, (i) => store.get(`/bench/t64/${i % 5000}`));
-    const p64 = summarize(put64.samples);
+    targets.push(await storeTarget('corral, embedded store over HTTP/2 + mTLS', adminStore(dir), () => localDown(dir)));
+    targets.push(await storeTarget('corral, etcd store (EtcdStore)', await openEtcdStore({ endpoints: etcd.endpoints }), () => Promise.resolve()));
+    targets.push(await rawEtcdTarget(etcd.endpoints[0] as string));
+    const lat = await latencies(targets, quick ? 2 : 5, quick ? 200 : 500);
+    const ms = quick ? 1500 : 3000;
+    const byName: Record<string, TargetResult> = {};
+    for (const t of targets) {
+      const l = lat.get(t.name) as { put: number[]; get: number[]; keepAlive: number[] };
+      const serial = await throughput(1, ms, 1e6, (i) => t.put(`/bench/t1/${i % 1000}`, 'v'));
+      const put64 = await throughput(64, ms, 1e6, (i) => t.put(`/bench/t64/${i % 5000}`, 'v'));
+      const get64 = await throughput(64, ms, 1e6, (i) => t.get(`/bench/t64/${i % 5000}`));
+      byName[t.name] = {
+        put: summarize(l.put),
+        get: summarize(l.get),
+        keepAlive: summarize(l.keepAlive),
+        putsPerSecond1: serial.opsPerSecond,
+        putsPerSecond64: put64.opsPerSecond,
+        put64: summarize(put64.samples),
+        getsPerSecond64: get64.opsPerSecond,
+      };
+    }
+    const [emb, cetcd, raw] = targets.map((t) => byName[t.name] as TargetResult) as [TargetResult, TargetResult, TargetResult];
+    for (const t of targets) {
+      const r = byName[t.name] as TargetResult;
+      rows.push(
+        { metric: `${t.name}: put p50 / p99`, value: r.put.p50, unit: `ms / ${r.put.p99.toFixed(2)} ms` },
+        { metric: `${t.name}: get p50 / p99`, value: r.get.p50, unit: `ms / ${r.get.p99.toFixed(2)} ms` },
+        { metric: `${t.name}: session keepalive p50`, value: r.keepAlive.p50, unit: 'ms' },
+        { metric: `${t.name}: puts/s, 1 client`, value: Math.round(r.putsPerSecond1), unit: '/s' },
+        { metric: `${t.name}: puts/s, 64 clients`, value: Math.round(r.putsPerSecond64), unit: '/s' },
+        { metric: `${t.name}: gets/s, 64 clients`, value: Math.round(r.getsPerSecond64), unit: '/s' },
+      );
+    }
     rows.push(
-      { metric: 'put latency p50, 1 client', value: put1.p50, unit: 'ms', target: '<= 1 ms', ok: put1.p50 <= 1 },
-      { metric: 'put latency p99, 1 client', value: put1.p99, unit: 'ms' },
-      { metric: 'get latency p50, 1 client', value: get1.p50, unit: 'ms' },
-      { metric: 'get latency p99, 1 client', value: get1.p99, unit: 'ms' },
-      { metric: 'puts/s, 1 client', value: Math.round(serialPut.opsPerSecond), unit: '/s' },
-      { metric: 'puts/s, 64 clients', value: Math.round(put64.opsPerSecond), unit: '/s', target: '>= 5000/s', ok: put64.opsPerSecond >= 5000 },
-      { metric: 'put latency p50 / p99, 64 clients', value: p64.p50, unit: `ms / ${p64.p99.toFixed(2)} ms` },
-      { metric: 'gets/s, 64 clients', value: Math.round(get64.opsPerSecond), unit: '/s' },
+      { metric: 'embedded: put p50, 1 client', value: emb.put.p50, unit: 'ms', target: '<= 1 ms', ok: emb.put.p50 <= 1 },
+      { metric: 'embedded: puts/s, 64 clients', value: Math.round(emb.putsPerSecond64), unit: '/s', target: '>= 5000/s', ok: emb.putsPerSecond64 >= 5000 },
+      { metric: 'etcd: corral / raw, put p50', value: cetcd.put.p50 / raw.put.p50, unit: 'x', target: '<= 1.5x', ok: cetcd.put.p50 / raw.put.p50 <= 1.5 },
+      { metric: 'etcd: corral / raw, get p50', value: cetcd.get.p50 / raw.get.p50, unit: 'x' },
+      { metric: 'etcd: corral / raw, keepalive p50', value: cetcd.keepAlive.p50 / raw.keepAlive.p50, unit: 'x' },
+      { metric: 'etcd: corral / raw, puts/s at 64 clients', value: cetcd.putsPerSecond64 / raw.putsPerSecond64, unit: 'x' },
+      { metric: 'embedded / etcd (corral), put p50', value: emb.put.p50 / cetcd.put.p50, unit: 'x' },
+      { metric: 'embedded / etcd (corral), puts/s at 64 clients', value: emb.putsPerSecond64 / cetcd.putsPerSecond64, unit: 'x' },
     );
-    results.store = { transport: 'HTTP/2 + mutual TLS 1.3, loopback, separate processes', put1, get1, putsPerSecond1: serialPut.opsPerSecond, putsPerSecond64: put64.opsPerSecond, put64: p64, getsPerSecond64: get64.opsPerSecond };
+    results.store = { note: 'single-member etcd on loopback with a temporary data dir; embedded store on a 1-node local cluster', targets: byName };
   } finally {
-    await store.close();
-    await localDown(dir);
+    for (const t of targets) await t.close();
+    await etcd.stop();
   }
 }
 
