@@ -3,7 +3,7 @@
 // the transport elsewhere), and its membership (a session, a member key, a master campaign).
 
 import { mkdirSync, readFileSync } from 'node:fs';
-import { CorralError } from '../api/errors.js';
+import { CorralError, isCorralError } from '../api/errors.js';
 import { RemoteStore } from '../client/remote-store.js';
 import { findNode, formatHostPort, type ClusterConfig, type NodeConfig } from '../config/cluster-config.js';
 import { loadNodeCredentials, type PemCredentials } from '../config/pki-files.js';
@@ -140,7 +140,7 @@ export class Agent {
             ...(store.tls.cert && store.tls.key ? { cert: readFileSync(store.tls.cert, 'utf8'), key: readFileSync(store.tls.key, 'utf8') } : {}),
           }
         : undefined;
-      const etcd = await openEtcdStore({
+      const options = {
         endpoints: store.endpoints,
         ...(tls ? { tls } : {}),
         requestTimeoutMs: timings.requestTimeoutMs,
@@ -148,7 +148,17 @@ export class Agent {
         keepAliveTimeoutMs,
         logger: logger.child({ component: 'etcd' }),
         clock: this.clock,
-      });
+      };
+      let etcd;
+      try {
+        etcd = await openEtcdStore(options);
+      } catch (err) {
+        // etcd down at start is like a coordinator down: start anyway and join when it answers.
+        // Bad endpoints or credentials are not: those stop the agent with their message.
+        if (!isCorralError(err, 'STORE_UNAVAILABLE')) throw err;
+        logger.warn({ err: err.message }, 'etcd does not answer yet; starting anyway');
+        etcd = await openEtcdStore({ ...options, waitForMember: false });
+      }
       logger.info({ endpoints: store.endpoints, prefix: store.prefix || undefined }, 'using the etcd store');
       return store.prefix ? new PrefixedStore(etcd, store.prefix) : etcd;
     }

@@ -98,3 +98,33 @@ describe('a 3-agent corral cluster on a 3-member etcd cluster', { timeout: 300_0
     assert.deepEqual(lc.pids(), pids, 'no agent was restarted');
   });
 });
+
+describe('an agent started while etcd is down', { timeout: 120_000 }, () => {
+  let etcd: EtcdCluster;
+  const lc = new LocalClusterFixture(1);
+  before(async () => {
+    etcd = await startEtcd({ members: 1 });
+  });
+  after(async () => {
+    await lc.destroy();
+    await etcd.stop();
+  });
+
+  it('starts anyway and joins once etcd answers', async () => {
+    const member = etcd.members[0];
+    assert.ok(member);
+    etcd.kill(member, 'SIGSTOP');
+    const up = lc.corral(['local', 'up', '-n', '1', '--dir', lc.dir, '--store', `etcd://${etcd.endpoints.join(',')}`], { timeoutMs: 90_000 });
+    try {
+      await sleep(4000);
+      const r = await lc.corral(['status', '--json']);
+      assert.equal(r.code, 1, 'the agent answers while etcd is down');
+      assert.equal((JSON.parse(r.stdout) as StatusResponse).state, 'store-unavailable');
+    } finally {
+      etcd.kill(member, 'SIGCONT');
+    }
+    const formed = await up;
+    assert.equal(formed.code, 0, formed.stderr);
+    assert.match(await lc.log('n1'), /etcd does not answer yet; starting anyway/);
+  });
+});

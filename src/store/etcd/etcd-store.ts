@@ -41,6 +41,11 @@ export interface EtcdStoreOptions {
   connectTimeoutMs?: number;
   /** Deadline of one keepalive round trip (default requestTimeoutMs): a session wants it short. */
   keepAliveTimeoutMs?: number;
+  /**
+   * Wait until a member answers before resolving (default true). An agent passes false after a
+   * first attempt failed, so it starts while etcd is down and joins once etcd answers.
+   */
+  waitForMember?: boolean;
   logger?: Logger;
   clock?: Clock;
 }
@@ -52,11 +57,13 @@ export async function openEtcdStore(options: EtcdStoreOptions): Promise<EtcdStor
   const clock = options.clock ?? systemClock;
   const conn = new EtcdConnection(endpoints, credentials, clock, options.logger ?? nullLogger);
   const rpcs = etcdRpcs();
-  try {
-    await conn.connect((member, ms) => conn.unary(rpcs.status, {}, ms, { member, failover: false }), options.connectTimeoutMs ?? 5_000);
-  } catch (err) {
-    conn.close();
-    throw err;
+  if (options.waitForMember !== false) {
+    try {
+      await conn.connect((member, ms) => conn.unary(rpcs.status, {}, ms, { member, failover: false }), options.connectTimeoutMs ?? 5_000);
+    } catch (err) {
+      conn.close();
+      throw err;
+    }
   }
   return new EtcdStore(conn, rpcs, {
     requestTimeoutMs: options.requestTimeoutMs ?? 2_000,
