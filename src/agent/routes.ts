@@ -51,6 +51,23 @@ async function pingNode(agent: Agent, node: KnownNode, timeoutMs: number): Promi
   }
 }
 
+/**
+ * A read that fails fast as unavailable (an etcd member answering "no leader" during an election)
+ * is tried again until one request deadline has passed: a read is safe to repeat, and a moment of
+ * failover should not show as an outage. A store that stays down still fails within the deadline.
+ */
+async function readWithin<T>(agent: Agent, read: () => Promise<T>): Promise<T> {
+  const deadline = agent.clock.now() + agent.config.timings.requestTimeoutMs;
+  for (;;) {
+    try {
+      return await read();
+    } catch (err) {
+      if (!isCorralError(err, 'STORE_UNAVAILABLE') || agent.clock.now() + 100 >= deadline) throw err;
+      await agent.clock.sleep(100);
+    }
+  }
+}
+
 export function addAgentRoutes(server: RpcServer, agent: Agent): void {
   let lastView: ClusterView | undefined;
 
@@ -81,7 +98,7 @@ export function addAgentRoutes(server: RpcServer, agent: Agent): void {
     };
     let view: ClusterView;
     try {
-      view = await readClusterView(agent.storeClient);
+      view = await readWithin(agent, () => readClusterView(agent.storeClient));
       lastView = view;
     } catch (err) {
       if (!isCorralError(err, 'STORE_UNAVAILABLE') && !isCorralError(err, 'SHUTTING_DOWN')) throw err;
