@@ -84,8 +84,10 @@ export function summarize(results: readonly NodeResult[]): Summary {
   const s: Summary = { ok: [], failed: [], killed: [], timedOut: [], unreachable: [] };
   for (const r of results) {
     const o = r.outcome;
-    if (o.kind === 'exited') (o.code === 0 ? s.ok.push(r.node) : s.failed.push({ node: r.node, code: o.code }));
-    else if (o.kind === 'signaled') s.killed.push({ node: r.node, signal: o.signal });
+    if (o.kind === 'exited') {
+      if (o.code === 0) s.ok.push(r.node);
+      else s.failed.push({ node: r.node, code: o.code });
+    } else if (o.kind === 'signaled') s.killed.push({ node: r.node, signal: o.signal });
     else if (o.kind === 'timeout') s.timedOut.push(r.node);
     else s.unreachable.push({ node: r.node, error: o.error });
   }
