@@ -9,6 +9,9 @@ import { findNode, formatHostPort, type ClusterConfig, type NodeConfig } from '.
 import { loadNodeCredentials, type PemCredentials } from '../config/pki-files.js';
 import { Membership } from './membership-keeper.js';
 import { addAgentRoutes } from './routes.js';
+import { addLockRoutes } from './lock-routes.js';
+import { LockService } from './lock-service.js';
+import { IdleExit, type PrivateAgentOptions } from './private-agent.js';
 import { addStoreRoutes } from './store-routes.js';
 import { JoinService } from './join-service.js';
 import type { Store } from '../store/store.js';
@@ -24,6 +27,8 @@ export interface AgentOptions {
   logger: Logger;
   version: string;
   clock?: Clock;
+  /** A private lock daemon (corral lock's): no TCP listener, no credentials (private-agent.ts). */
+  private?: PrivateAgentOptions;
 }
 
 export type AgentState = 'starting' | 'running' | 'stopping' | 'stopped';
@@ -39,6 +44,8 @@ export class Agent {
   private store: Store | undefined;
   private membership: Membership | undefined;
   private join: JoinService | undefined;
+  private locks: LockService | undefined;
+  private idleExit: IdleExit | undefined;
   private readonly peers = new Map<string, { address: string; client: RpcClient }>();
   private tlsPort = 0;
   private stopping: Promise<void> | undefined;
@@ -50,8 +57,8 @@ export class Agent {
     this.startedAt = this.clock.now();
     this.startedAtWall = new Date(this.clock.wallNow());
     this.self = findNode(opts.config, opts.node);
-    this.credentials = loadNodeCredentials(opts.config.pkiDir, opts.node);
-    this.server = new RpcServer({ logger: opts.logger.child({ component: 'rpc' }) });
+    this.credentials = opts.private ? { ca: '', cert: '', key: '' } : loadNodeCredentials(opts.config.pkiDir, opts.node);
+    this.server = new RpcServer({ logger: opts.logger.child({ component: 'rpc' }), onSessionsChange: () => this.activityChanged() });
     this.stoppedPromise = new Promise((resolve) => (this.resolveStopped = resolve));
   }
 
@@ -89,6 +96,15 @@ export class Agent {
     return this.membership;
   }
 
+  get lockService(): LockService | undefined {
+    return this.locks;
+  }
+
+  /** A private daemon counts down its lifespan while no lock is open and no client connected. */
+  private activityChanged(): void {
+    this.idleExit?.update((this.locks?.active ?? 0) > 0 || this.server.sessionCount > 0);
+  }
+
   /** Starts an agent; resolves once it serves its socket and port (membership continues in the background). */
   static async start(opts: AgentOptions): Promise<Agent> {
     const agent = new Agent(opts);
@@ -108,14 +124,32 @@ export class Agent {
     this.store = await this.openStore();
     if (this.isCoordinator && config.store.backend === 'embedded') addStoreRoutes(this.server, this.store);
     addAgentRoutes(this.server, this);
-    await this.server.listenUnix(this.self.socket, { mode: 0o600 });
-    this.tlsPort = await this.server.listenTls({ host: this.self.address.host, port: this.self.address.port, credentials: this.credentials });
+    this.locks = new LockService({
+      store: this.storeClient,
+      node: this.name,
+      ttlSeconds: config.timings.sessionTtlSeconds,
+      keepaliveIntervalMs: config.timings.keepaliveIntervalMs,
+      clock: this.clock,
+      logger: logger.child({ component: 'locks' }),
+      onActivity: () => this.activityChanged(),
+    });
+    const lifespan = this.opts.private?.lifespanMs;
+    if (lifespan !== undefined) this.idleExit = new IdleExit(this.clock, lifespan, (ms) => void this.stop(`idle for ${ms} ms`));
+    addLockRoutes(this.server, this.locks, this.idleExit && {
+      quiesce: () => this.idleExit?.quiesce(),
+      exit: () => void this.stop('immediate exit requested (-X)'),
+    });
+    await this.server.listenUnix(this.self.socket, { mode: this.opts.private?.socketMode ?? 0o600 });
+    if (!this.opts.private) {
+      this.tlsPort = await this.server.listenTls({ host: this.self.address.host, port: this.self.address.port, credentials: this.credentials });
+    }
     if (this.isCoordinator && config.join) {
       this.join = await JoinService.start(this);
     }
     this.membership = new Membership(this, this.storeClient);
     this.membership.start();
     this.stateValue = 'running';
+    this.activityChanged();
     logger.info(
       { socket: this.self.socket, address: formatHostPort({ host: this.self.address.host, port: this.tlsPort }), cluster: config.cluster },
       'agent started',
@@ -221,6 +255,10 @@ export class Agent {
         logger.warn({ step: name, err: (err as Error).message }, 'a shutdown step failed; continuing');
       }
     };
+    this.idleExit?.close();
+    // Before the servers close: held locks are reported lost (their clients stop their commands),
+    // not released by the streams closing.
+    await step('end the lock service', () => this.locks?.close());
     await step('leave the cluster', () => this.membership?.stop());
     await step('close the join listener', () => this.join?.close());
     await step('close the servers', () => this.server.close());

@@ -31,6 +31,7 @@ export const ErrorCodes = {
   // Locks (exit codes as FLoM's: 96 resource does not exist, 98 busy or timed out, 99 anything else)
   LOCK_BUSY: { status: 409, exit: 98, summary: 'the resource is locked and the request may not wait (timeout 0)' },
   LOCK_TIMEOUT: { status: 409, exit: 98, summary: 'the lock was not granted before the request timed out' },
+  LOCK_LOST: { status: 409, exit: 98, summary: 'a held lock was lost (its session ended, or its agent is unreachable): the protected work was stopped' },
   RESOURCE_NOT_FOUND: { status: 404, exit: 96, summary: 'the lock resource does not exist and the request may not create it' },
   LOCK_IMPOSSIBLE: { status: 422, exit: 99, summary: 'the lock can never be granted: the request asks for more than the resource has' },
   BAD_RESOURCE: { status: 400, exit: 99, summary: 'not a valid lock resource name (simple, name[N], a.b.c, /a/b, _s_name[N], _S_name[N], _t_FORMAT[N])' },

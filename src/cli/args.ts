@@ -17,6 +17,8 @@ export interface OptionSpec {
   description: string;
   /** Other long names accepted for this option. */
   aliases?: string[];
+  /** Accepted but not listed by `corral help` (to refuse it with a message of the verb's own). */
+  hidden?: boolean;
 }
 
 export interface VerbSpec {
@@ -165,9 +167,10 @@ export function renderHelp(spec: VerbSpec): string {
   const lines = [`Usage: corral ${spec.usage}`, '', spec.summary];
   if (spec.options.length > 0) {
     lines.push('', 'Options:');
-    const labels = spec.options.map(optionLabel);
+    const shown = spec.options.filter((o) => o.hidden !== true);
+    const labels = shown.map(optionLabel);
     const width = Math.min(34, Math.max(...labels.map((l) => l.length)) + 2);
-    spec.options.forEach((o, k) => {
+    shown.forEach((o, k) => {
       const label = labels[k] as string;
       const pad = label.length >= width ? `${label}\n  ${' '.repeat(width)}` : label.padEnd(width);
       const alias = o.aliases?.length ? ` (also --${o.aliases.join(', --')})` : '';

@@ -15,6 +15,8 @@ export const verbs: Record<string, () => Promise<{ verb: Verb }>> = {
   local: () => import('./verbs/local.js'),
   status: () => import('./verbs/status.js'),
   ping: () => import('./verbs/ping.js'),
+  lock: () => import('./verbs/lock.js'),
+  locks: () => import('./verbs/locks.js'),
 };
 
 

@@ -5,11 +5,13 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { CorralError, isCorralError } from '../api/errors.js';
+import { LOCK_PATHS, type LockListingWire } from '../api/lock-wire.js';
 import { PATHS, type ClusterPingResponse, type PingResponse, type StatusResponse } from '../api/types.js';
 import type { ClusterConfig } from '../config/cluster-config.js';
 import { loadAdminCredentials, PKI_FILES } from '../config/pki-files.js';
 import { RpcClient } from '../transport/client.js';
 import { describeEndpoint, type Endpoint } from '../transport/types.js';
+import { acquireLock, type HeldLock, type LockOptions } from './locks.js';
 
 export interface ClientOptions {
   /** Prefer this node's agent. */
@@ -97,6 +99,45 @@ export class CorralClient {
   /** Asks the agent this client reaches (use `node` to pick the master) to hand mastership on. */
   stepDown(): Promise<{ node: string; phase: string }> {
     return this.call('POST', PATHS.masterStepDown, {});
+  }
+
+  /** Every lock resource of the cluster with its holders and waiters. */
+  locks(): Promise<LockListingWire> {
+    return this.call<LockListingWire>('GET', LOCK_PATHS.list);
+  }
+
+  /**
+   * Takes a cluster-wide lock through the first agent that answers (src/client/locks.ts). The lock
+   * lives on this client's connection: close() ends it (as a release, rolled back).
+   */
+  async lock(options: LockOptions = {}): Promise<HeldLock> {
+    const failures: string[] = [];
+    for (let k = 0; k < Math.max(1, this.endpoints.length); k++) {
+      try {
+        const rpc = await this.agent();
+        return await acquireLock(rpc, options);
+      } catch (err) {
+        if (!isCorralError(err, 'UNAVAILABLE')) throw err;
+        failures.push(err.message);
+        this.currentIndex = (this.currentIndex + 1) % Math.max(1, this.endpoints.length);
+        await this.current?.close();
+        this.current = undefined;
+      }
+    }
+    throw new CorralError('UNAVAILABLE', `no agent of cluster ${this.config.cluster} took the lock request: ${failures.join('; ')}`);
+  }
+
+  /** The RPC client of the agent in use (the first candidate until one fails). */
+  private agent(): Promise<RpcClient> {
+    const index = Math.max(0, this.currentIndex);
+    const endpoint = this.endpoints[index];
+    if (!endpoint) return Promise.reject(new CorralError('UNAVAILABLE', `no agent socket of cluster ${this.config.cluster} exists on this machine and ${this.config.pkiDir} holds no admin credentials`));
+    if (!this.current || this.currentIndex !== index) {
+      const timeout = this.options.requestTimeoutMs ?? this.config.timings.requestTimeoutMs;
+      this.current = new RpcClient(endpoint, { requestTimeoutMs: Math.max(10_000, timeout), connectTimeoutMs: timeout });
+      this.currentIndex = index;
+    }
+    return Promise.resolve(this.current);
   }
 
   async close(): Promise<void> {

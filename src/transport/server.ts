@@ -44,6 +44,8 @@ export interface RpcServerOptions {
   closeGraceMs?: number;
   /** Connections per listener (default 1024). */
   maxConnections?: number;
+  /** Called when an HTTP/2 session opens or closes (a private daemon's idle exit counts them). */
+  onSessionsChange?: (open: number) => void;
 }
 
 type H2Server = Http2Server | Http2SecureServer;
@@ -67,11 +69,13 @@ export class RpcServer {
   private readonly peers = new WeakMap<Http2Session, PeerIdentity>();
   private readonly host: ExchangeHost;
   private readonly logger: Logger;
-  private readonly opts: Required<Omit<RpcServerOptions, 'logger'>>;
+  private readonly opts: Required<Omit<RpcServerOptions, 'logger' | 'onSessionsChange'>>;
+  private readonly onSessionsChange: ((open: number) => void) | undefined;
   private closing: Promise<void> | undefined;
 
   constructor(options: RpcServerOptions = {}) {
     this.logger = options.logger ?? nullLogger;
+    this.onSessionsChange = options.onSessionsChange;
     this.opts = {
       maxBodyBytes: options.maxBodyBytes ?? 1024 * 1024,
       maxConcurrentStreams: options.maxConcurrentStreams ?? 128,
@@ -88,6 +92,13 @@ export class RpcServer {
       logger: this.logger,
       active: new Set(),
     };
+  }
+
+  /** Open HTTP/2 sessions over every listener. */
+  get sessionCount(): number {
+    let n = 0;
+    for (const l of this.listeners) n += l.sessions.size;
+    return n;
   }
 
   route(method: RpcMethod, path: string, handler: RpcHandler, opts?: RouteOptions): void {
@@ -207,6 +218,7 @@ export class RpcServer {
     }
     this.peers.set(session, peer);
     listener.sessions.add(session);
+    this.onSessionsChange?.(this.sessionCount);
     // A peer that connects and never speaks HTTP/2 must not hold a connection forever.
     const preface = setTimeout(() => {
       this.logger.debug('rpc session sent no HTTP/2 preface in time');
@@ -217,6 +229,7 @@ export class RpcServer {
     session.once('close', () => {
       clearTimeout(preface);
       listener.sessions.delete(session);
+      this.onSessionsChange?.(this.sessionCount);
     });
     if (this.closing) session.close();
   }

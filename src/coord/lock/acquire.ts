@@ -35,6 +35,13 @@ export interface AcquireOptions {
   logger?: Logger;
   /** Called once, when the request is in line and must wait (it was not granted at once). */
   onQueued?: () => void;
+  /**
+   * Called with the waiter key before it is put. A caller whose session outlives the request (an
+   * agent serving many requests on one session) deletes it after a failure that may have left it
+   * behind (the store failing mid-request): otherwise it would block the resource until the
+   * session ends.
+   */
+  onWaiterKey?: (key: string) => void;
 }
 
 /** The keys that may conflict with a request, read at one revision. */
@@ -53,7 +60,7 @@ interface Snapshot {
  */
 export async function acquire(store: Store, session: LockSession, request: LockRequest, options: AcquireOptions = {}): Promise<LockGrant> {
   const plan = planRequest(request);
-  return await new LockAcquisition(store, session, plan, options.clock ?? systemClock, options.logger ?? nullLogger, options.onQueued).run();
+  return await new LockAcquisition(store, session, plan, options.clock ?? systemClock, options.logger ?? nullLogger, options).run();
 }
 
 class LockAcquisition {
@@ -76,7 +83,7 @@ class LockAcquisition {
     private readonly plan: LockPlan,
     private readonly clock: Clock,
     private readonly logger: Logger,
-    private readonly onQueued: (() => void) | undefined,
+    private readonly hooks: Pick<AcquireOptions, 'onQueued' | 'onWaiterKey'>,
   ) {
     this.startedAt = clock.now();
     this.key = waiterKey(plan.keys, session.lease, nextRequestId());
@@ -93,13 +100,14 @@ class LockAcquisition {
   async run(): Promise<LockGrant> {
     this.session.signal.throwIfAborted();
     this.plan.signal?.throwIfAborted();
+    this.hooks.onWaiterKey?.(this.key);
     try {
       let snapshot: Snapshot | undefined = await this.joinLine();
       const decision = this.decide(snapshot);
       if (!decision.granted) {
         if (this.plan.timeoutMs === 0) throw this.busy();
         this.logger.debug({ key: this.key, blocked: decision.by }, 'lock request waiting');
-        this.onQueued?.();
+        this.hooks.onQueued?.();
         snapshot = await this.waitTurn(snapshot, decision);
       }
       const grant = hasState(this.plan.resource) ? await this.issueValue(snapshot) : await this.finishPlain(!decision.granted);

@@ -1,0 +1,616 @@
+// The agent's lock service: `corral lock` and library clients ask it for locks; it holds them with
+// the lock recipe (src/coord/lock) on one session of its own, and tells each client over an NDJSON
+// stream that stays open while the lock is held.
+//
+// One lock session per agent, not the membership session and not one per request:
+// - requests cost no lease grant: the hot path is one transaction to acquire, one delete to release;
+// - a restarted agent revokes its previous *membership* lease at once (membership-keeper.ts); lock
+//   keys must not vanish with it, because the commands of the dead agent's clients may still be
+//   running: they are stopped within the lock session's TTL, and the keys last that long;
+// - its loss ends only locks, not membership or mastership, and vice versa.
+//
+// A ticket is one request's life:
+//
+//   waiting ──granted──► held ──release / client gone──► done
+//      │                  │ └──client gone, its command still runs──► orphaned ──group ends──► done
+//      └──error, timeout, client gone──► done          └──session lost──► done ("lost" sent)
+//
+// While waiting, a lost session or an unavailable store is retried on a new session until the
+// request's deadline (the request loses its place in line, never a lock). A held lock is never
+// moved to another session: its loss is final, and the client stops its command.
+
+import { randomUUID } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
+import { CorralError, isCorralError } from '../api/errors.js';
+import type {
+  LockConfirmAnswer,
+  LockEntryWire,
+  LockEvent,
+  LockGrantedEvent,
+  LockListingWire,
+} from '../api/lock-wire.js';
+import { acquire, listLocks, parseLockMode, type LockEntryInfo, type LockGrant, type LockOwner, type LockRequest } from '../coord/lock/index.js';
+import { Session } from '../coord/session.js';
+import type { Store } from '../store/store.js';
+import type { PeerIdentity } from '../transport/types.js';
+import type { Clock, Timer } from '../util/clock.js';
+import type { Logger } from '../util/log.js';
+import { processGroupAlive, signalProcessGroup } from '../util/process-group.js';
+
+export interface LockServiceOptions {
+  store: Store;
+  /** This agent's node name, recorded as the owner's node. */
+  node: string;
+  /** The lock session's lease TTL and keepalive interval. */
+  ttlSeconds: number;
+  keepaliveIntervalMs: number;
+  clock: Clock;
+  logger: Logger;
+  /** Called whenever the number of open tickets changes (a private daemon's idle exit). */
+  onActivity?: () => void;
+}
+
+type TicketState = 'waiting' | 'held' | 'orphaned' | 'done';
+
+/** How often an orphaned lock checks whether its process group still runs. */
+const ORPHAN_POLL_MS = 100;
+/** Bound on a release or cleanup retry's backoff. */
+const RETRY_MAX_MS = 2000;
+
+const sameIdentity = (a: PeerIdentity, b: PeerIdentity): boolean =>
+  a.kind === b.kind && (a.kind !== 'tls' || (b.kind === 'tls' && a.commonName === b.commonName && a.role === b.role));
+
+export class LockService {
+  private sessionValue: Session | undefined;
+  private opening: Promise<Session> | undefined;
+  private readonly tickets = new Map<string, LockTicket>();
+  private closing = false;
+  /** Background work (retried releases, cleanups) that close() waits for, bounded. */
+  private readonly background = new Set<Promise<void>>();
+
+  constructor(readonly opts: LockServiceOptions) {}
+
+  /** Open tickets: waiting, held or orphaned. */
+  get active(): number {
+    return this.tickets.size;
+  }
+
+  /** The margin the session keeps before its TTL (session.ts). */
+  private get marginMs(): number {
+    return Math.max(100, this.opts.ttlSeconds * 100);
+  }
+
+  /**
+   * How a holder paces itself: confirm every quarter, and stop its work when less than half of the
+   * validity it can count on in the worst case (TTL − margin − a keepalive interval) remains.
+   */
+  pacing(): { confirmEveryMs: number; stopWithinMs: number } {
+    const base = Math.max(100, this.opts.ttlSeconds * 1000 - this.marginMs - this.opts.keepaliveIntervalMs);
+    return { confirmEveryMs: Math.max(20, Math.floor(base / 4)), stopWithinMs: Math.floor(base / 2) };
+  }
+
+  /** The agent's lock session, opened on first use and again after a loss. */
+  async session(signal: AbortSignal): Promise<Session> {
+    const current = this.sessionValue;
+    if (current?.state === 'alive') return current;
+    if (this.closing) throw new CorralError('SHUTTING_DOWN', 'the agent is stopping; retry once it is back');
+    this.opening ??= this.openSession().finally(() => (this.opening = undefined));
+    return await raceSignal(this.opening, signal);
+  }
+
+  private async openSession(): Promise<Session> {
+    const { store, ttlSeconds, keepaliveIntervalMs, clock, logger } = this.opts;
+    const session = await Session.open(store, { ttlSeconds, keepaliveIntervalMs, clock, logger: logger.child({ component: 'lock-session' }) });
+    if (this.closing) {
+      await session.close();
+      throw new CorralError('SHUTTING_DOWN', 'the agent is stopping; retry once it is back');
+    }
+    // Every held lock and every wait listens to the session's loss.
+    setMaxListeners(0, session.signal);
+    this.sessionValue = session;
+    logger.debug({ lease: session.lease.toString(16) }, 'lock session opened');
+    return session;
+  }
+
+  /** POST /v1/locks/acquire: a stream of LockEvent, open while the lock is held. */
+  acquire(body: unknown, peer: PeerIdentity, signal: AbortSignal): AsyncIterable<LockEvent> {
+    if (this.closing) throw new CorralError('SHUTTING_DOWN', 'the agent is stopping; retry once it is back');
+    const request = this.decode(body, peer);
+    const ticket = new LockTicket(this, request, peer);
+    this.tickets.set(ticket.id, ticket);
+    this.opts.onActivity?.();
+    ticket.start(signal);
+    return ticket;
+  }
+
+  /** POST /v1/locks/release. */
+  async release(id: unknown, rollback: unknown, peer: PeerIdentity): Promise<{ released: true }> {
+    const ticket = this.find(id, peer);
+    await ticket.release(rollback === true);
+    return { released: true };
+  }
+
+  /** POST /v1/locks/confirm: how long the lock is certainly still held. */
+  confirm(id: unknown, peer: PeerIdentity): LockConfirmAnswer {
+    const ticket = this.find(id, peer);
+    return { validForMs: ticket.validForMs() };
+  }
+
+  /** POST /v1/locks/attach: keep the lock while this process group runs, even if the client dies. */
+  attach(id: unknown, pgid: unknown, peer: PeerIdentity): Record<string, never> {
+    if (peer.kind !== 'local') throw new CorralError('FORBIDDEN', 'only a client on the agent’s machine (its UNIX socket) can attach a process group');
+    if (typeof pgid !== 'number' || !Number.isSafeInteger(pgid) || pgid < 2) throw new CorralError('BAD_REQUEST', 'pgid must be a process group id');
+    this.find(id, peer).attach(pgid);
+    return {};
+  }
+
+  /** GET /v1/locks. */
+  async list(): Promise<LockListingWire> {
+    const listing = await listLocks(this.opts.store);
+    const orphanedKeys = new Set<string>();
+    for (const t of this.tickets.values()) if (t.state === 'orphaned' && t.grant) orphanedKeys.add(t.grant.key);
+    const entry = (e: LockEntryInfo): LockEntryWire => ({
+      resource: e.resource,
+      mode: e.mode,
+      quantity: e.quantity,
+      value: e.value ?? null,
+      node: e.owner.node ?? null,
+      pid: e.owner.pid ?? null,
+      command: e.owner.command ?? null,
+      since: e.since,
+      fencingToken: e.fencingToken === undefined ? null : e.fencingToken.toString(),
+      ...(orphanedKeys.has(e.key) ? { orphaned: true } : {}),
+    });
+    return {
+      revision: listing.revision.toString(),
+      node: this.opts.node,
+      resources: listing.resources.map((r) => ({ name: r.name, kind: r.kind, kept: r.kept, holders: r.holders.map(entry), waiters: r.waiters.map(entry) })),
+    };
+  }
+
+  private find(id: unknown, peer: PeerIdentity): LockTicket {
+    if (typeof id !== 'string') throw new CorralError('BAD_REQUEST', 'id must be the id of a lock request (from its stream)');
+    const ticket = this.tickets.get(id);
+    if (!ticket || !sameIdentity(ticket.peer, peer)) throw new CorralError('NOT_FOUND', `no lock request ${id.slice(0, 64)} on this agent (released or lost?)`);
+    return ticket;
+  }
+
+  private decode(body: unknown, peer: PeerIdentity): LockRequest {
+    if (body === null || typeof body !== 'object') throw new CorralError('BAD_REQUEST', 'the request body must be a JSON object');
+    const b = body as Record<string, unknown>;
+    const field = <T>(name: string, check: (v: unknown) => v is T, what: string): T | undefined => {
+      const v = b[name];
+      if (v === undefined || v === null) return undefined;
+      if (!check(v)) throw new CorralError('BAD_REQUEST', `${name} must be ${what}`);
+      return v;
+    };
+    const isString = (v: unknown): v is string => typeof v === 'string';
+    const isNumber = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+    const isBoolean = (v: unknown): v is boolean => typeof v === 'boolean';
+    const resource = field('resource', isString, 'a resource name');
+    if (resource === undefined) throw new CorralError('BAD_RESOURCE', 'a lock request needs a resource name');
+    if (resource.length > 4096) throw new CorralError('BAD_RESOURCE', 'a resource name may be at most 4096 characters');
+    const mode = field('mode', isString, 'a lock mode');
+    const pid = field('pid', isNumber, 'a process id');
+    const command = field('command', isString, 'a string');
+    const host = field('host', isString, 'a host name');
+    const owner: LockOwner = { node: host && peer.kind === 'tls' ? `${host.slice(0, 255)} via ${this.opts.node}` : this.opts.node };
+    if (pid !== undefined) owner.pid = pid;
+    if (command !== undefined) owner.command = command.slice(0, 1024);
+    const request: LockRequest = { resource, owner };
+    if (mode !== undefined) request.mode = parseLockMode(mode);
+    const quantity = field('quantity', isNumber, 'a number of units');
+    if (quantity !== undefined) request.quantity = quantity;
+    const timeoutMs = field('timeoutMs', isNumber, 'milliseconds (-1 to wait forever)');
+    if (timeoutMs !== undefined) request.timeoutMs = timeoutMs;
+    const create = field('create', isBoolean, 'true or false');
+    if (create !== undefined) request.create = create;
+    const idle = field('idleLifespanMs', isNumber, 'milliseconds');
+    if (idle !== undefined) request.idleLifespanMs = idle;
+    return request;
+  }
+
+  /** A ticket is finished: forget it. */
+  forget(ticket: LockTicket): void {
+    if (this.tickets.get(ticket.id) === ticket) {
+      this.tickets.delete(ticket.id);
+      this.opts.onActivity?.();
+    }
+  }
+
+  /**
+   * Runs `work` until it succeeds, backing off, while `alive()` holds: releases and cleanups must
+   * happen even if the store hiccups, or a key would block its resource until the session ends.
+   */
+  retry(what: string, work: () => Promise<void>, alive: () => boolean): Promise<void> {
+    const { clock, logger } = this.opts;
+    const run = async (): Promise<void> => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await work();
+          return;
+        } catch (err) {
+          if (!alive()) return;
+          if (attempt === 0 || attempt % 20 === 0) logger.warn({ err: (err as Error).message, attempt }, `${what} failed; retrying`);
+          await clock.sleep(Math.min(RETRY_MAX_MS, 50 * 2 ** Math.min(attempt, 6)));
+        }
+      }
+    };
+    const p = run();
+    this.background.add(p);
+    void p.finally(() => this.background.delete(p));
+    return p;
+  }
+
+  /**
+   * Stops serving: waiting requests end, held locks are reported lost (their clients stop their
+   * commands). The session is revoked only when no lock is held: otherwise its keys must outlive
+   * the commands still running, and expire with its TTL (after a restart, on the embedded store).
+   */
+  async close(): Promise<void> {
+    this.closing = true;
+    const tickets = [...this.tickets.values()];
+    const held = tickets.some((t) => t.state === 'held' || t.state === 'orphaned');
+    await Promise.all(tickets.map((t) => t.shutdown()));
+    const session = this.sessionValue ?? (await this.opening?.catch(() => undefined));
+    await withinMs(Promise.all([...this.background]), 2000);
+    await session?.close({ revoke: !held });
+  }
+
+  get store(): Store {
+    return this.opts.store;
+  }
+
+  get clock(): Clock {
+    return this.opts.clock;
+  }
+
+  get logger(): Logger {
+    return this.opts.logger;
+  }
+
+  get isClosing(): boolean {
+    return this.closing;
+  }
+}
+
+/** One acquire stream: its request, its events, and the lock once granted. */
+class LockTicket implements AsyncIterableIterator<LockEvent> {
+  readonly id = randomUUID();
+  state: TicketState = 'waiting';
+  grant: LockGrant | undefined;
+  private session: Session | undefined;
+  private pgid: number | undefined;
+  private readonly events: LockEvent[] = [];
+  private wake: (() => void) | undefined;
+  /** No event follows the queued ones. */
+  private finished = false;
+  private failure: unknown;
+  /** Stops the wait when the client goes away or the agent stops. */
+  private readonly stop = new AbortController();
+  private clientGone = false;
+  private releasing: Promise<void> | undefined;
+  private orphanTimer: Timer | undefined;
+  private detachClient: (() => void) | undefined;
+  private detachLost: (() => void) | undefined;
+
+  constructor(
+    private readonly service: LockService,
+    private readonly request: LockRequest,
+    readonly peer: PeerIdentity,
+  ) {}
+
+  start(clientSignal: AbortSignal): void {
+    const onGone = (): void => this.onClientGone();
+    if (clientSignal.aborted) {
+      queueMicrotask(onGone);
+    } else {
+      clientSignal.addEventListener('abort', onGone, { once: true });
+      this.detachClient = () => clientSignal.removeEventListener('abort', onGone);
+    }
+    void this.run();
+  }
+
+  // --- the stream ---------------------------------------------------------------------------
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  async next(): Promise<IteratorResult<LockEvent>> {
+    for (;;) {
+      const event = this.events.shift();
+      if (event !== undefined) return { value: event, done: false };
+      if (this.finished) {
+        if (this.failure !== undefined) {
+          const failure = this.failure;
+          this.failure = undefined;
+          throw CorralError.from(failure);
+        }
+        return { value: undefined, done: true };
+      }
+      await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+  }
+
+  /** The server stops reading: the client went away or the server is closing. */
+  return(): Promise<IteratorResult<LockEvent>> {
+    this.onClientGone();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  private push(event: LockEvent): void {
+    if (this.finished) return;
+    this.events.push(event);
+    this.wakeReader();
+  }
+
+  private end(failure?: unknown): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.failure = failure;
+    this.wakeReader();
+  }
+
+  private wakeReader(): void {
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
+  }
+
+  // --- waiting ------------------------------------------------------------------------------
+
+  private async run(): Promise<void> {
+    const { clock } = this.service;
+    const timeoutMs = this.request.timeoutMs ?? -1;
+    const deadline = timeoutMs > 0 ? clock.now() + timeoutMs : Number.POSITIVE_INFINITY;
+    let queued = false;
+    for (let attempt = 0; ; attempt++) {
+      let waiterKey: string | undefined;
+      let session: Session | undefined;
+      try {
+        session = await this.service.session(this.stop.signal);
+        const remaining = timeoutMs > 0 ? Math.max(1, Math.ceil(deadline - clock.now())) : timeoutMs;
+        const grant = await acquire(
+          this.service.store,
+          session,
+          { ...this.request, timeoutMs: remaining, signal: this.stop.signal },
+          {
+            clock,
+            logger: this.service.logger,
+            onWaiterKey: (key) => (waiterKey = key),
+            onQueued: () => {
+              if (!queued) this.push({ event: 'queued', id: this.id });
+              queued = true;
+            },
+          },
+        );
+        this.held(grant, session);
+        return;
+      } catch (err) {
+        if (this.stop.signal.aborted) return this.done();
+        const retry = this.retryable(err) && (timeoutMs < 0 || clock.now() < deadline - 1) && timeoutMs !== 0;
+        // A failure in the middle of a store request may have left the key behind, on a session
+        // that lives on: remove it, or it would block the resource until the agent stops.
+        if (waiterKey !== undefined && session?.state === 'alive' && !isCorralError(err, 'LOCK_BUSY') && !isCorralError(err, 'LOCK_TIMEOUT')) {
+          this.cleanUp(waiterKey, session);
+        }
+        if (!retry) {
+          this.end(err);
+          return this.done();
+        }
+        this.service.logger.debug({ err: (err as Error).message, attempt }, 'lock request interrupted; trying again');
+        try {
+          await clock.sleep(Math.min(1000, 50 * 2 ** Math.min(attempt, 5)), this.stop.signal);
+        } catch {
+          return this.done();
+        }
+      }
+    }
+  }
+
+  private retryable(err: unknown): boolean {
+    return (
+      isCorralError(err, 'SESSION_LOST') ||
+      isCorralError(err, 'STORE_UNAVAILABLE') ||
+      isCorralError(err, 'UNAVAILABLE') ||
+      isCorralError(err, 'TIMEOUT') ||
+      isCorralError(err, 'LEASE_NOT_FOUND')
+    );
+  }
+
+  private cleanUp(key: string, session: Session): void {
+    void this.service.retry(
+      `removing lock request ${key}`,
+      async () => {
+        await this.service.store.delete(key);
+      },
+      () => session.state === 'alive',
+    );
+  }
+
+  // --- holding ------------------------------------------------------------------------------
+
+  private held(grant: LockGrant, session: Session): void {
+    this.grant = grant;
+    this.session = session;
+    this.state = 'held';
+    if (this.clientGone) {
+      // The client left while the grant was in flight.
+      this.state = 'done';
+      void this.releaseGrant(true);
+      return;
+    }
+    const event: LockGrantedEvent = {
+      event: 'granted',
+      id: this.id,
+      resource: grant.resource,
+      kind: grant.kind,
+      mode: grant.mode,
+      quantity: grant.quantity,
+      value: grant.value ?? null,
+      fencingToken: grant.fencingToken.toString(),
+      validForMs: this.validForMs(),
+      ...this.service.pacing(),
+    };
+    this.push(event);
+    const onLost = (): void => this.onLost(grant.lost.reason);
+    grant.lost.addEventListener('abort', onLost, { once: true });
+    this.detachLost = () => grant.lost.removeEventListener('abort', onLost);
+  }
+
+  /** How long the lock is certainly held from now on. */
+  validForMs(): number {
+    const session = this.session;
+    if ((this.state !== 'held' && this.state !== 'orphaned') || session?.state !== 'alive') {
+      throw new CorralError('SESSION_LOST', `lock request ${this.id} holds no lock: it was released or lost`);
+    }
+    return Math.max(0, Math.floor(session.deadline - this.service.clock.now()));
+  }
+
+  attach(pgid: number): void {
+    if (this.state !== 'held') throw new CorralError('NOT_FOUND', `lock request ${this.id} holds no lock`);
+    this.pgid = pgid;
+  }
+
+  async release(rollback: boolean): Promise<void> {
+    if (this.state === 'waiting') throw new CorralError('BAD_REQUEST', `lock request ${this.id} is still waiting; close its stream to give up`);
+    if (this.state === 'held') {
+      this.state = 'done';
+      this.releasing = this.releaseGrant(rollback);
+    }
+    await this.releasing;
+    this.push({ event: 'released', id: this.id });
+    this.end();
+  }
+
+  /** Releases the grant; if the store fails, keeps trying in the background while the session lives. */
+  private releaseGrant(rollback: boolean): Promise<void> {
+    const grant = this.grant;
+    const session = this.session;
+    if (!grant || !session) return Promise.resolve();
+    const attempt = grant.release({ rollback });
+    const done = attempt.then(
+      () => undefined,
+      (err: unknown) => {
+        void this.service.retry(`releasing ${grant.resource}`, () => grant.release({ rollback }), () => session.state === 'alive');
+        throw err;
+      },
+    );
+    void done.catch(() => undefined).finally(() => this.done());
+    return done;
+  }
+
+  private onLost(reason: unknown): void {
+    if (this.state === 'orphaned') this.stopOrphan();
+    if (this.state !== 'held' && this.state !== 'orphaned') return;
+    this.state = 'done';
+    const err = reason instanceof CorralError ? reason : new CorralError('SESSION_LOST', String(reason));
+    this.service.logger.warn({ resource: this.grant?.resource, err: err.message }, 'lock lost');
+    this.push({ event: 'lost', id: this.id, code: err.code, reason: err.message });
+    this.end();
+    this.done();
+  }
+
+  // --- the client going away ------------------------------------------------------------------
+
+  private onClientGone(): void {
+    if (this.clientGone) return;
+    this.clientGone = true;
+    this.detachClient?.();
+    this.end();
+    switch (this.state) {
+      case 'waiting':
+        this.stop.abort(new CorralError('UNAVAILABLE', 'the client went away'));
+        return;
+      case 'held':
+        if (this.pgid !== undefined && processGroupAlive(this.pgid)) {
+          // The client died but the command it protects still runs: keep the lock until it ends.
+          this.state = 'orphaned';
+          this.service.logger.warn({ resource: this.grant?.resource, pgid: this.pgid }, 'lock client gone while its command runs; keeping the lock until the command ends');
+          this.watchOrphan();
+          return;
+        }
+        // FLoM rolls a transactional value back when its holder disconnects without unlocking.
+        this.state = 'done';
+        void this.releaseGrant(true).catch(() => undefined);
+        return;
+      case 'orphaned':
+      case 'done':
+        return;
+    }
+  }
+
+  private watchOrphan(): void {
+    this.orphanTimer = this.service.clock.setTimer(ORPHAN_POLL_MS, () => {
+      if (this.state !== 'orphaned') return;
+      if (this.pgid !== undefined && processGroupAlive(this.pgid)) return this.watchOrphan();
+      this.service.logger.info({ resource: this.grant?.resource, pgid: this.pgid }, 'the orphaned command ended; releasing its lock');
+      this.state = 'done';
+      void this.releaseGrant(true).catch(() => undefined);
+    });
+  }
+
+  /**
+   * The session of an orphaned lock is lost (or the agent stops): nobody else will stop the
+   * command, so the agent does, before the lease can expire on the store: SIGTERM now, SIGKILL
+   * halfway to the deadline.
+   */
+  private stopOrphan(): void {
+    this.orphanTimer?.cancel();
+    const pgid = this.pgid;
+    if (pgid === undefined) return;
+    this.service.logger.warn({ pgid, resource: this.grant?.resource }, 'lock lost while its client is gone: stopping the command it protected');
+    signalProcessGroup(pgid, 'SIGTERM');
+    const session = this.session;
+    const left = session ? session.deadline - this.service.clock.now() : 0;
+    const graceMs = Math.max(0, Math.min(5000, left / 2, Math.max(100, this.service.opts.ttlSeconds * 100) / 2));
+    this.service.clock.setTimer(graceMs, () => void signalProcessGroup(pgid, 'SIGKILL'));
+  }
+
+  /** The agent stops. */
+  async shutdown(): Promise<void> {
+    switch (this.state) {
+      case 'waiting':
+        this.stop.abort(new CorralError('SHUTTING_DOWN', 'the agent is stopping'));
+        return;
+      case 'held':
+      case 'orphaned':
+        this.onLost(new CorralError('SHUTTING_DOWN', 'the agent is stopping: the lock ends with it; stop the protected work'));
+        return;
+      case 'done':
+        await this.releasing?.catch(() => undefined);
+    }
+  }
+
+  private done(): void {
+    this.detachClient?.();
+    if (this.state === 'done') this.detachLost?.();
+    if (this.state === 'waiting') this.state = 'done';
+    if (this.state === 'done') this.service.forget(this);
+  }
+}
+
+function raceSignal<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err instanceof Error ? err : new Error(String(err)));
+      },
+    );
+  });
+}
+
+async function withinMs(work: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([work, new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+}
