@@ -1,0 +1,357 @@
+// `corral lock` against the real CLI and a real private daemon: FLoM's exit codes, options and
+// settings, signals, the command's environment, and listing. Each describe has its own socket
+// (its own daemon) under a temporary directory; everything is stopped by pid at the end.
+
+import assert from 'node:assert/strict';
+import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { constants } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { LockListingWire } from '../api/lock-wire.js';
+import { LockTestDir } from '../testkit/lock.js';
+import { sleep, waitUntil } from '../testkit/local.js';
+
+const td = new LockTestDir();
+after(() => td.destroy());
+
+/** Waits until `file` exists (a holder's command writes it once it runs under the lock). */
+async function ready(file: string, timeoutMs = 15_000): Promise<void> {
+  await waitUntil(`${path.basename(file)} to appear`, () => Promise.resolve(existsSync(file) ? true : undefined), timeoutMs, 10);
+}
+
+let gates = 0;
+
+/**
+ * A command that holds on until the test lets it go: it touches `ready` once it runs under the
+ * lock, then waits for `release()` (so no timing decides when it ends, however loaded the machine).
+ * `onSignal`: a signal to trap; the trap touches `got`, waits for the release too, and exits 5.
+ */
+function gate(onSignal?: string): { script: string; ready: string; got: string; release(): void } {
+  const base = path.join(td.dir, `gate${++gates}`);
+  const [readyFile, got, go] = [`${base}.ready`, `${base}.got`, `${base}.go`];
+  const wait = `while [ ! -e ${go} ]; do sleep 0.02; done`;
+  const trap = onSignal ? `trap 'touch ${got}; ${wait}; exit 5' ${onSignal}; ` : '';
+  return { script: `${trap}touch ${readyFile}; ${wait}`, ready: readyFile, got, release: () => writeFileSync(go, '') };
+}
+
+const MODES = ['NL', 'CR', 'CW', 'PR', 'PW', 'EX'] as const;
+// FLoM's (VMS DLM) matrix, row = held, column = requested (flom.md §4).
+const COMPATIBLE: Record<string, string> = { NL: '111111', CR: '111110', CW: '111000', PR: '110100', PW: '110000', EX: '100000' };
+
+describe('corral lock: exit codes, options and the command', { concurrency: true, timeout: 120_000 }, () => {
+  const socket = td.socket();
+  const lock = (args: string[], env?: NodeJS.ProcessEnv): ReturnType<LockTestDir['corral']> => td.corral(['lock', '-s', socket, ...args], env ? { env } : {});
+  before(async () => {
+    const r = await td.corral(['lock', '-s', socket, '-d', '-1', '--', 'true']);
+    assert.equal(r.code, 0, r.stderr);
+  });
+
+  it("exits with CMD's status, and 128+N when signal N kills it", async () => {
+    assert.equal((await lock(['-r', 'st1', '--', 'sh', '-c', 'exit 7'])).code, 7);
+    assert.equal((await lock(['-r', 'st1', '--', 'true'])).code, 0);
+    const killed = await lock(['-r', 'st1', '--', 'sh', '-c', 'kill -KILL $$']);
+    assert.equal(killed.code, 128 + constants.signals.SIGKILL);
+  });
+
+  it('exits 97 without a command, and when CMD cannot be executed', async () => {
+    const none = await lock([]);
+    assert.equal(none.code, 97);
+    assert.match(none.stderr, /No command to execute/);
+    const missing = await lock(['-r', 'st2', '--', path.join(td.dir, 'no-such-program')]);
+    assert.equal(missing.code, 97);
+    assert.match(missing.stderr, /Unable to execute command .*no-such-program.*ENOENT/);
+    const script = path.join(td.dir, 'not-executable.sh');
+    writeFileSync(script, '#!/bin/sh\necho hi\n');
+    chmodSync(script, 0o644);
+    const denied = await lock(['-r', 'st2', '--', script]);
+    assert.equal(denied.code, 97);
+    assert.match(denied.stderr, /EACCES/);
+    // The lock was released after the failed exec.
+    assert.equal((await lock(['-r', 'st2', '-o', '0', '--', 'true'])).code, 0);
+  });
+
+  it('exits 98 when busy with -o 0 and when the timeout expires; -o is one deadline for the whole request', async () => {
+    const g = gate();
+    const holder = td.start(['lock', '-s', socket, '-r', 'busy', '--', 'sh', '-c', g.script]);
+    await ready(g.ready);
+    const busy = await lock(['-r', 'busy', '-o', '0', '--', 'true']);
+    assert.equal(busy.code, 98);
+    assert.match(busy.stderr, /already locked/);
+    const t0 = performance.now();
+    const timedOut = await lock(['-r', 'busy', '-o', '400', '--', 'true']);
+    const elapsed = performance.now() - t0;
+    assert.equal(timedOut.code, 98);
+    assert.match(timedOut.stderr, /timeout \(400 milliseconds\) expired/);
+    assert.ok(elapsed >= 400 && elapsed < 3000, `gave up after ${elapsed} ms`);
+    g.release();
+    assert.equal((await holder.exited).code, 0);
+  });
+
+  it('exits 96 when the resource does not exist, -e no and -o 0', async () => {
+    const r = await lock(['-r', 'absent', '-e', 'no', '-o', '0', '--', 'true']);
+    assert.equal(r.code, 96);
+    assert.match(r.stderr, /does not exist/);
+  });
+
+  it('exits 99 for every other failure, with a message on stderr', async () => {
+    const cases: [string[], RegExp][] = [
+      [['--frobnicate', '--', 'true'], /unknown option --frobnicate/],
+      [['-A', '239.255.0.1', '--', 'true'], /multicast discovery is not supported/],
+      [['-r', 'bad name', '--', 'true'], /'bad name' is not a valid name for a resource/],
+      [['-r', '_RESOURCE', '--', 'true'], /reserved resource name/],
+      [['-l', 'Protected', '--', 'true'], /'Protected' is not a lock mode/],
+      [['-r', 'pool[2]', '-q', '3', '--', 'true'], /will never satisfy the request/],
+      [['-e', 'maybe', '--', 'true'], /takes yes or no/],
+      [['-a', '127.0.0.1', '--', 'true'], /can not use a local socket \(-s\) and a network agent \(-a\)/],
+      [['-c', path.join(td.dir, 'missing.conf'), '--', 'true'], /error while loading file/],
+      [['--ignore-signal', 'SIGNOPE', '--', 'true'], /'SIGNOPE' is not a signal/],
+      [['-o', 'soon', '--', 'true'], /-o takes an integer/],
+    ];
+    for (const [args, message] of cases) {
+      const r = await lock(args);
+      assert.equal(r.code, 99, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, message, args.join(' '));
+    }
+    const noDaemon = await td.corral(['lock', '-s', td.socket(), '-d', '0', '--', 'true']);
+    assert.equal(noDaemon.code, 99);
+    assert.match(noDaemon.stderr, /no lock daemon answers on .* and -d 0 forbids starting one/);
+  });
+
+  it('passes the fencing token and the element: CORRAL_FENCE rises, the element is the last argument and CORRAL_LOCK_VALUE', async () => {
+    const tokens: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await lock(['-r', 'fence', '--', 'sh', '-c', 'echo $CORRAL_FENCE']);
+      tokens.push(Number(r.stdout.trim()));
+    }
+    assert.ok(tokens.every((t, i) => i === 0 || t > (tokens[i - 1] as number)), tokens.join(' '));
+    const r = await lock(['-r', 'cyan.magenta.yellow', '--', 'sh', '-c', 'echo "$1 $CORRAL_LOCK_VALUE"', 'sh']);
+    assert.equal(r.stdout, 'cyan cyan\n');
+  });
+
+  it('-V prints the effective settings and the element locked; -v the version; --signal-list the signals', async () => {
+    const r = await lock(['-V', '-r', 'north.south', '-i', '1500', '--', 'echo']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^\[Resource\]\/Name='north\.south'$/m);
+    assert.match(r.stdout, /^\[Resource\]\/LockMode=5$/m);
+    assert.match(r.stdout, /^\[Resource\]\/IdleLifespan=1500$/m);
+    assert.match(r.stdout, new RegExp(`^\\[Daemon\\]/SocketName='${socket}'$`, 'm'));
+    assert.match(r.stdout, /^Locked element is 'north'\nnorth\n$/m);
+    assert.match((await lock(['-v'])).stdout, /^corral lock \(corral \d+\.\d+\.\d+\)/);
+    assert.match((await lock(['--signal-list'])).stdout, / 1\) SIGHUP .* 2\) SIGINT/);
+  });
+
+  it('-c FILE reads FLoM settings; the command line overrides them', async () => {
+    const conf = path.join(td.dir, 'flom.conf');
+    writeFileSync(conf, '# flom configuration\n[Resource]\nName=fromfile\nTimeout=0\nLockMode=ProtectedRead\n[Trace]\nVerbose=no\n[Network]\nDiscoveryTTL=2\n');
+    const g = gate();
+    const holder = td.start(['lock', '-s', socket, '-r', 'fromfile', '-l', 'EX', '--', 'sh', '-c', g.script]);
+    await ready(g.ready);
+    const r = await lock(['-c', conf, '--', 'true']);
+    assert.equal(r.code, 98, 'Name and Timeout=0 came from the file');
+    assert.match(r.stderr, /\[Network\]\/DiscoveryTTL is not supported by corral; ignored/);
+    assert.equal((await lock(['-c', conf, '-r', 'otherres', '--', 'true'])).code, 0, '-r overrides Name');
+    g.release();
+    await holder.exited;
+    const v = await lock(['-c', conf, '-V', '--', 'true']);
+    assert.match(v.stdout, /^\[Resource\]\/LockMode=3$/m);
+  });
+
+  it('grants by the full 36-pair mode matrix (FLoM’s, VMS DLM)', async () => {
+    const gates = MODES.map(() => gate());
+    const holders = MODES.map((m, i) => td.start(['lock', '-s', socket, '-r', `matrix${m}`, '-l', m, '--', 'sh', '-c', (gates[i] as ReturnType<typeof gate>).script]));
+    for (const g of gates) await ready(g.ready);
+    // One resource per held mode, in parallel; on each, the six requests one after the other (a
+    // request in line, even one that will not wait, is ahead of those that come after it).
+    const results = await Promise.all(
+      MODES.map(async (held) => {
+        const codes: { held: (typeof MODES)[number]; requested: (typeof MODES)[number]; code: number | null }[] = [];
+        for (const requested of MODES) codes.push({ held, requested, code: (await lock(['-r', `matrix${held}`, '-l', requested, '-o', '0', '--', 'true'])).code });
+        return codes;
+      }),
+    );
+    for (const { held, requested, code } of results.flat()) {
+      const expected = COMPATIBLE[held]?.[MODES.indexOf(requested)] === '1' ? 0 : 98;
+      assert.equal(code, expected, `${requested} requested while ${held} is held`);
+    }
+    for (const g of gates) g.release();
+    for (const h of holders) assert.equal((await h.exited).code, 0);
+  });
+});
+
+describe('corral lock: signals', { concurrency: true, timeout: 60_000 }, () => {
+  const socket = td.socket();
+  before(async () => {
+    assert.equal((await td.corral(['lock', '-s', socket, '-d', '-1', '--', 'true'])).code, 0);
+  });
+
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'] as const) {
+    it(`forwards ${sig} to CMD, which keeps the lock until it exits`, async () => {
+      const name = sig.slice(3).toLowerCase();
+      const g = gate(sig.slice(3));
+      const holder = td.start(['lock', '-s', socket, '-r', `sig${name}`, '--', 'sh', '-c', g.script]);
+      await ready(g.ready);
+      process.kill(holder.pid, sig);
+      await ready(g.got);
+      const meanwhile = await td.corral(['lock', '-s', socket, '-r', `sig${name}`, '-o', '0', '--', 'true']);
+      assert.equal(meanwhile.code, 98, 'CMD still holds the lock while it handles the signal');
+      g.release();
+      assert.equal((await holder.exited).code, 5);
+    });
+  }
+
+  it("exits 128+N when the forwarded signal kills CMD (FLoM's exit 0 hid it)", async () => {
+    const flag = path.join(td.dir, 'sig-kill.ready');
+    const holder = td.start(['lock', '-s', socket, '-r', 'sigkill', '--', 'sh', '-c', `touch ${flag}; exec sleep 10`]);
+    await ready(flag);
+    process.kill(holder.pid, 'SIGTERM');
+    assert.equal((await holder.exited).code, 128 + constants.signals.SIGTERM);
+  });
+
+  it('--ignore-signal keeps FLoM’s behaviour: ignored by corral lock, not forwarded', async () => {
+    const flag = path.join(td.dir, 'sig-ignore.ready');
+    const holder = td.start(['lock', '-s', socket, '-r', 'sigignore', '--ignore-signal', 'TERM', '--ignore-signal', '3', '--', 'sh', '-c', `touch ${flag}; sleep 0.8`]);
+    await ready(flag);
+    process.kill(holder.pid, 'SIGTERM');
+    process.kill(holder.pid, 'SIGQUIT');
+    const done = await holder.exited;
+    assert.equal(done.code, 0, 'CMD ran to its end');
+  });
+
+  it('a signal while waiting gives up the request: the next in line is served', async () => {
+    const g = gate();
+    const holder = td.start(['lock', '-s', socket, '-r', 'sigwait', '--', 'sh', '-c', g.script]);
+    await ready(g.ready);
+    const waiter = td.start(['lock', '-s', socket, '-r', 'sigwait', '--', 'true']);
+    await waitUntil('the waiter in line', async () => {
+      const l = JSON.parse((await td.corral(['locks', '-s', socket, '--json'])).stdout) as LockListingWire;
+      return l.resources.find((r) => r.name === 'sigwait')?.waiters.length === 1 ? true : undefined;
+    }, 15_000);
+    process.kill(waiter.pid, 'SIGINT');
+    assert.equal((await waiter.exited).code, 128 + constants.signals.SIGINT);
+    g.release();
+    const next = await td.corral(['lock', '-s', socket, '-r', 'sigwait', '--', 'true']);
+    assert.equal(next.code, 0);
+    await holder.exited;
+  });
+});
+
+describe('corral locks', { timeout: 60_000 }, () => {
+  const socket = td.socket();
+
+  it('says there are no locks when no daemon runs, and starts none', async () => {
+    const r = await td.corral(['locks', '-s', socket]);
+    assert.equal(r.code, 0);
+    assert.match(r.stdout, /no lock daemon runs on .*: no locks/);
+    assert.deepEqual(td.daemonPids(socket), []);
+  });
+
+  it('lists holders and waiters with mode, quantity, value, node, pid, command, since and token', async () => {
+    const flag = path.join(td.dir, 'list.ready');
+    const holder = td.start(['lock', '-s', socket, '-r', 'listed', '-l', 'PR', '--', 'sh', '-c', `touch ${flag}; sleep 3`]);
+    const pool = td.start(['lock', '-s', socket, '-r', 'gpu[4]', '-q', '3', '--', 'sleep', '3']);
+    await ready(flag);
+    const waiter = td.start(['lock', '-s', socket, '-r', 'listed', '-l', 'EX', '--', 'echo', 'writer']);
+    const { value: listing } = await waitUntil('the waiter and the pool in the listing', async () => {
+      const r = await td.corral(['locks', '-s', socket, '--json']);
+      const l = JSON.parse(r.stdout) as LockListingWire;
+      const listed = l.resources.find((x) => x.name === 'listed');
+      return listed?.waiters.length === 1 && l.resources.some((x) => x.name === 'gpu[4]') ? l : undefined;
+    }, 15_000);
+    const listed = listing.resources.find((x) => x.name === 'listed');
+    assert.equal(listed?.kind, 'simple');
+    const h = listed?.holders[0];
+    assert.equal(h?.mode, 'PR');
+    assert.equal(h?.pid, holder.pid);
+    assert.match(h?.command ?? '', /^sh -c touch/);
+    assert.match(h?.fencingToken ?? '', /^\d+$/);
+    assert.ok(Date.parse(h?.since ?? '') > 0);
+    assert.equal(listed?.waiters[0]?.mode, 'EX');
+    assert.equal(listed?.waiters[0]?.fencingToken, null);
+    assert.equal(listed?.waiters[0]?.command, 'echo writer');
+    assert.equal(listing.resources.find((x) => x.name === 'gpu[4]')?.holders[0]?.quantity, 3);
+    const text = await td.corral(['locks', '-s', socket]);
+    assert.match(text.stdout, /^RESOURCE +KIND +STATE +MODE +QTY +VALUE +NODE +PID +SINCE +TOKEN +COMMAND$/m);
+    assert.match(text.stdout, new RegExp(`^listed +simple +held +PR +1 +- +\\S+ +${holder.pid} +\\d+s +\\d+ +sh -c touch`, 'm'));
+    assert.match(text.stdout, /^listed +simple +waiting #1 +EX +1 +- .* +- +echo writer$/m);
+    await Promise.all([holder.exited, pool.exited, waiter.exited]);
+    assert.match((await td.corral(['locks', '-s', socket])).stdout, /^no locks$/m);
+  });
+});
+
+describe('the private daemon', { concurrency: true, timeout: 120_000 }, () => {
+  it('ten concurrent first callers start exactly one daemon and all get the lock in turn', async () => {
+    const socket = td.socket();
+    const log = path.join(td.dir, 'race.log');
+    const runs = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => td.corral(['lock', '-s', socket, '-d', '2000', '-r', 'race', '--', 'sh', '-c', `echo in ${i} >> ${log}; sleep 0.05; echo out ${i} >> ${log}`])),
+    );
+    for (const r of runs) assert.equal(r.code, 0, r.stderr);
+    assert.equal(td.daemonPids(socket).length, 1, 'one daemon serves the socket');
+    const lines = readFileSync(log, 'utf8').trim().split('\n');
+    assert.equal(lines.length, 20);
+    for (let i = 0; i < lines.length; i += 2) assert.equal((lines[i] as string).replace('in', 'out'), lines[i + 1], 'no two holders overlapped');
+  });
+
+  it('exits by itself after -d milliseconds idle; a negative lifespan never does', async () => {
+    const socket = td.socket();
+    assert.equal((await td.corral(['lock', '-s', socket, '-d', '400', '--', 'true'])).code, 0);
+    const pid = await td.daemonPid(socket);
+    const t0 = performance.now();
+    await td.waitForExit(pid, 5000);
+    const idle = performance.now() - t0;
+    assert.ok(idle < 3000, `exited ${idle} ms after the last client`);
+    assert.ok(!existsSync(socket), 'the socket file is removed');
+
+    const forever = td.socket();
+    assert.equal((await td.corral(['lock', '-s', forever, '-d', '-1', '--', 'true'])).code, 0);
+    const foreverPid = await td.daemonPid(forever);
+    await sleep(1200);
+    assert.deepEqual(td.daemonPids(forever), [foreverPid]);
+    assert.equal((await td.corral(['lock', '-s', forever, '-x'])).code, 0);
+    await td.waitForExit(foreverPid);
+  });
+
+  it('serves a per-user socket by default: a private directory (0700) and socket (0600)', async () => {
+    const r = await td.corral(['lock', '-d', '300', '--', 'true']);
+    assert.equal(r.code, 0, r.stderr);
+    const dir = path.join(td.runtime, 'corral');
+    assert.equal(statSync(dir).mode & 0o777, 0o700);
+    const socket = path.join(dir, 'lock.sock');
+    const pid = await td.daemonPid(socket);
+    assert.equal(statSync(socket).mode & 0o777, 0o600);
+    await td.waitForExit(pid);
+  });
+
+  it('-x lets the daemon finish what it serves and exit; without a daemon it exits 99', async () => {
+    const socket = td.socket();
+    const flag = path.join(td.dir, 'quiesce.ready');
+    const holder = td.start(['lock', '-s', socket, '-d', '-1', '-r', 'q', '--', 'sh', '-c', `touch ${flag}; sleep 1`]);
+    await ready(flag);
+    const pid = await td.daemonPid(socket);
+    const x = await td.corral(['lock', '-s', socket, '-x']);
+    assert.equal(x.code, 0);
+    assert.match(x.stdout, /quiesce shutdown/);
+    await sleep(300);
+    assert.deepEqual(td.daemonPids(socket), [pid], 'still serving its holder');
+    assert.equal((await holder.exited).code, 0);
+    await td.waitForExit(pid, 5000);
+    const none = await td.corral(['lock', '-s', socket, '-x']);
+    assert.equal(none.code, 99);
+    assert.match(none.stderr, /no lock daemon answers/);
+  });
+
+  it('-X stops the daemon at once: holders are told, stop their commands and exit 98', async () => {
+    const socket = td.socket();
+    const flag = path.join(td.dir, 'immediate.ready');
+    const stopped = path.join(td.dir, 'immediate.term');
+    const holder = td.start(['lock', '-s', socket, '-d', '-1', '-r', 'imm', '--', 'sh', '-c', `trap 'touch ${stopped}; exit 1' TERM; touch ${flag}; sleep 20 & wait`]);
+    await ready(flag);
+    const pid = await td.daemonPid(socket);
+    assert.equal((await td.corral(['lock', '-s', socket, '-X'])).code, 0);
+    const done = await holder.exited;
+    assert.equal(done.code, 98);
+    assert.match(holder.stderr(), /lost the lock on imm.*SIGTERM now.*\[LOCK_LOST\]/);
+    assert.ok(existsSync(stopped), 'CMD got SIGTERM');
+    await td.waitForExit(pid);
+  });
+});
