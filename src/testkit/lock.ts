@@ -54,7 +54,12 @@ export class LockTestDir {
     let stderr = '';
     child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('close', (code, signal) => resolve({ code, signal })));
+    // 'exit', then the rest of its output; not 'close' alone: a command that outlives its corral
+    // lock (killed) keeps the inherited pipes open.
+    const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+      child.once('exit', (code, signal) => void Promise.race([closed, sleep(200)]).then(() => resolve({ code, signal }))),
+    );
     const holder: Holder = { pid: child.pid as number, child, stdout: () => stdout, stderr: () => stderr, exited };
     this.holders.add(holder);
     void exited.then(() => this.holders.delete(holder));
