@@ -22,7 +22,7 @@ import type {
   WatchOptions,
 } from '../store.js';
 import { NO_LEASE } from '../store.js';
-import { checkKey, checkLease, checkLimit, checkPrefix, checkTxn, checkValue, requestedTtl } from './checks.js';
+import { checkKey, checkLease, checkLimit, checkPrefix, checkTxnShape as checkTxn, checkValue, requestedTtl } from '../checks.js';
 import { big, bytes, decodeKv, decodeOpResult, decodeOptionalKv, encodeCompare, encodeOp, int64, prefixRange, text } from './codec.js';
 import { EtcdConnection } from './connection.js';
 import { channelCredentials, parseEndpoints, type EtcdTlsOptions } from './endpoints.js';

@@ -1,12 +1,10 @@
-// Request checks made before anything is sent: they give the contract's BAD_REQUEST with a clear
-// message for what etcd would refuse less clearly (or, for a non-string, what would not encode).
-// What only etcd can judge (a txn that touches one key twice) is left to etcd, whose refusal
-// errors.ts maps to the same code.
+// Request checks every Store backend makes before touching data: the contract's BAD_REQUEST with a
+// clear message, for what a backend would otherwise refuse less clearly (or fail to encode).
 
-import { CorralError } from '../../api/errors.js';
-import type { Compare, LeaseId, Txn, TxnOp } from '../store.js';
+import { CorralError } from '../api/errors.js';
+import type { Compare, LeaseId, Txn, TxnOp } from './store.js';
 
-function badRequest(message: string): CorralError {
+export function badRequest(message: string): CorralError {
   return new CorralError('BAD_REQUEST', message);
 }
 
@@ -28,12 +26,12 @@ export function checkLimit(limit: unknown): void {
   }
 }
 
-/** Lease ids are positive int64s on etcd (0 is "no lease"). */
+/** Lease ids are non-negative int64s (0 is "no lease"). */
 export function checkLease(lease: unknown): asserts lease is LeaseId {
   if (typeof lease !== 'bigint' || lease < 0n || lease > 0x7fff_ffff_ffff_ffffn) throw badRequest('a lease id must be a bigint in [0, 2^63)');
 }
 
-/** The whole seconds to ask etcd for; etcd itself raises them to its minimum TTL. */
+/** The whole seconds a TTL request stands for (a backend may raise them to its minimum). */
 export function requestedTtl(ttlSeconds: unknown): number {
   if (typeof ttlSeconds !== 'number' || !Number.isFinite(ttlSeconds) || ttlSeconds <= 0) {
     throw badRequest('a lease TTL must be a positive number of seconds');
@@ -41,7 +39,8 @@ export function requestedTtl(ttlSeconds: unknown): number {
   return Math.ceil(ttlSeconds);
 }
 
-export function checkTxn(txn: Txn): void {
+/** A transaction's shape: arrays where arrays belong, and every compare and operation well formed. */
+export function checkTxnShape(txn: Txn): void {
   if (typeof txn !== 'object' || txn === null || !Array.isArray(txn.compare) || !Array.isArray(txn.success)) {
     throw badRequest('a txn needs compare and success arrays');
   }
