@@ -15,6 +15,7 @@ export const verbs: Record<string, () => Promise<{ verb: Verb }>> = {
   local: () => import('./verbs/local.js'),
   status: () => import('./verbs/status.js'),
   ping: () => import('./verbs/ping.js'),
+  clinit: () => import('./verbs/clinit.js'),
   lock: () => import('./verbs/lock.js'),
   locks: () => import('./verbs/locks.js'),
 };
