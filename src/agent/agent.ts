@@ -10,7 +10,7 @@ import { loadNodeCredentials, type PemCredentials } from '../config/pki-files.js
 import { Membership } from './membership-keeper.js';
 import { addAgentRoutes } from './routes.js';
 import { addLockRoutes } from './lock-routes.js';
-import { LockService } from './lock-service.js';
+import { LOCK_SESSION_MIN_TTL_SECONDS, LockService } from './lock-service.js';
 import { IdleExit, type PrivateAgentOptions } from './private-agent.js';
 import { addStoreRoutes } from './store-routes.js';
 import { JoinService } from './join-service.js';
@@ -124,11 +124,13 @@ export class Agent {
     this.store = await this.openStore();
     if (this.isCoordinator && config.store.backend === 'embedded') addStoreRoutes(this.server, this.store);
     addAgentRoutes(this.server, this);
+    // At least 5 s: a holder that loses its lock needs a real grace period to stop its command.
+    const lockTtlSeconds = Math.max(LOCK_SESSION_MIN_TTL_SECONDS, config.timings.sessionTtlSeconds);
     this.locks = new LockService({
       store: this.storeClient,
       node: this.name,
-      ttlSeconds: config.timings.sessionTtlSeconds,
-      keepaliveIntervalMs: config.timings.keepaliveIntervalMs,
+      ttlSeconds: lockTtlSeconds,
+      keepaliveIntervalMs: Math.min(config.timings.keepaliveIntervalMs, (lockTtlSeconds * 1000) / 4),
       clock: this.clock,
       logger: logger.child({ component: 'locks' }),
       onActivity: () => this.activityChanged(),

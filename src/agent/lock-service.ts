@@ -52,6 +52,13 @@ export interface LockServiceOptions {
 
 type TicketState = 'waiting' | 'held' | 'orphaned' | 'done';
 
+/**
+ * The lock session's TTL is at least this (the membership session's when longer): it bounds how
+ * long a dead agent's locks block others, and it must leave a holder that loses its lock a real
+ * grace period to stop its command (half of TTL − margin − keepalive interval: 2 s at 5 s).
+ */
+export const LOCK_SESSION_MIN_TTL_SECONDS = 5;
+
 /** How often an orphaned lock checks whether its process group still runs. */
 const ORPHAN_POLL_MS = 100;
 /** Bound on a release or cleanup retry's backoff. */

@@ -157,7 +157,7 @@ export class HeldLock {
 
   /** Before handing the lock out: a request that waited long needs a fresh confirmation. */
   async settle(): Promise<void> {
-    if (this.remainingMs() <= this.stopWithinMs) await this.confirm(Math.max(100, this.confirmEveryMs));
+    if (this.remainingMs() <= this.stopWithinMs) await this.confirm(Math.max(1000, this.confirmEveryMs * 2));
     if (this.remainingMs() <= this.stopWithinMs && !this.lost.aborted) this.lose(this.unconfirmed());
     if (this.lost.aborted) throw this.lost.reason as Error;
     this.scheduleConfirm();
