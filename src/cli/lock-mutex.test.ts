@@ -1,0 +1,233 @@
+// A mutual-exclusion checker through the real CLI. Workers run `corral lock` in loops on one
+// resource with random modes and timeouts; each command appends `enter`, heartbeats and `leave`
+// lines with its fencing token ($CORRAL_FENCE) to a shared file (a SIGTERM trap writes `leave`
+// too). Meanwhile the test SIGKILLs a holder's corral lock (its command runs on), SIGKILLs a whole
+// holder (corral lock and its command), SIGKILLs the private daemon (the next corral lock starts
+// another), freezes a holder with SIGSTOP past the lock TTL, and freezes the daemon past it.
+//
+// The checker then proves from the file alone that no two holders of incompatible modes were
+// inside at once, that every grant had its own token, and that tokens rose in the order grants
+// happened: a grant that certainly came first (its holder entered before the other was even
+// requested, or before a conflicting holder the other had to wait for left) has the lower token.
+
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { compatible, type LockMode } from '../coord/lock/modes.js';
+import { LockTestDir, type Holder } from '../testkit/lock.js';
+import { sleep, waitUntil } from '../testkit/local.js';
+
+const td = new LockTestDir();
+after(() => td.destroy());
+
+const MODES: LockMode[] = ['NL', 'CR', 'CW', 'PR', 'PW', 'EX'];
+/** The lock session's TTL of a private daemon (src/agent/private-agent.ts). */
+const TTL_MS = 5000;
+
+interface Tenure {
+  id: string;
+  mode: LockMode;
+  token: bigint;
+  /** The command's process group (its shell's pid). */
+  pgid: number;
+  /** Wall-clock ns: corral lock was spawned (its request came later). */
+  requested: bigint;
+  enter: bigint;
+  /** The last sign of life: `leave`, the last heartbeat, or when the test killed it. */
+  end: bigint;
+  how: 'left' | 'killed';
+}
+
+interface Run {
+  id: string;
+  mode: LockMode;
+  requested: bigint;
+  holder: Holder;
+}
+
+/** Only to show that the checker catches overlaps: CORRAL_TEST_MUTATE=warn leaves commands running. */
+const ON_LOST = process.env.CORRAL_TEST_MUTATE === 'warn' ? ['--on-lost', 'warn'] : [];
+
+const wallNs = (): bigint => BigInt(Date.now()) * 1_000_000n;
+
+function random(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s * 1664525 + 1013904223) >>> 0;
+    return s / 2 ** 32;
+  };
+}
+
+function script(log: string, id: string, mode: string, beats: number): string {
+  const w = `w() { echo "$1 ${id} ${mode} $CORRAL_FENCE $$ $(date +%s%N)" >> ${log}; }`;
+  return `${w}; trap 'w leave; exit 1' TERM; w enter; n=0; while [ $n -lt ${beats} ]; do sleep 0.02; w beat; n=$((n+1)); done; w leave`;
+}
+
+describe('mutual exclusion through corral lock, with holders and the daemon killed and frozen', { timeout: 180_000 }, () => {
+  it('no two incompatible holders overlap and tokens rise in grant order', async (t) => {
+    const socket = td.socket();
+    const log = path.join(td.dir, 'mutex.log');
+    const runs = new Map<string, Run>();
+    const killedAt = new Map<string, bigint>();
+    const exits: (number | null)[] = [];
+    const t0 = performance.now();
+    const duration = 27_000;
+    let stopped = false;
+    let wantLong = false;
+    const longIds = new Set<string>();
+
+    const worker = async (w: number): Promise<void> => {
+      const rand = random(1000 + w);
+      for (let i = 0; !stopped && performance.now() - t0 < duration; i++) {
+        const id = `w${w}r${i}`;
+        let mode = MODES[Math.floor(rand() * MODES.length)] as LockMode;
+        const r = rand();
+        let timeout = r < 0.1 ? ['-o', '0'] : r < 0.2 ? ['-o', '300'] : [];
+        let beats = Math.floor(rand() * 8);
+        if (w === 0 && wantLong) {
+          // A long CR holder (about 7 s; it blocks EX only): the daemon dies or freezes while it
+          // is inside, and its command must be stopped before an EX can get in.
+          wantLong = false;
+          longIds.add(id);
+          [mode, timeout, beats] = ['CR', [], 300];
+        }
+        const run: Run = { id, mode, requested: wallNs(), holder: td.start(['lock', '-s', socket, '-d', '-1', '-r', 'mx', '-l', mode, ...timeout, ...ON_LOST, '--', 'sh', '-c', script(log, id, mode, beats)]) };
+        runs.set(id, run);
+        exits.push((await run.holder.exited).code);
+      }
+    };
+
+    /** The holders inside now (entered, not left), from the log. */
+    const inside = (): { id: string; pgid: number }[] => {
+      if (!existsSync(log)) return [];
+      const open = new Map<string, number>();
+      for (const line of readFileSync(log, 'utf8').trim().split('\n')) {
+        const [what, id, , , pgid] = line.split(' ');
+        if (!id) continue;
+        if (what === 'enter') open.set(id, Number(pgid));
+        if (what === 'leave') open.delete(id);
+      }
+      return [...open].filter(([id]) => !killedAt.has(id)).map(([id, pgid]) => ({ id, pgid }));
+    };
+    const someHolder = async (long = false): Promise<{ id: string; pgid: number; run: Run }> => {
+      const { value } = await waitUntil('a holder inside', () => {
+        const h = inside().find((x) => runs.has(x.id) && long === longIds.has(x.id));
+        return Promise.resolve(h ? { ...h, run: runs.get(h.id) as Run } : undefined);
+      }, 20_000, 5);
+      return value;
+    };
+    const signalGroup = (pgid: number, sig: NodeJS.Signals): void => {
+      try {
+        process.kill(-pgid, sig);
+      } catch {
+        // gone
+      }
+    };
+
+    const chaos = async (): Promise<string[]> => {
+      const done: string[] = [];
+      await sleep(1500);
+      // corral lock killed: its command runs on and the daemon keeps the lock for it.
+      const orphan = await someHolder();
+      orphan.run.holder.child.kill('SIGKILL');
+      done.push(`killed corral lock of ${orphan.id}`);
+      await sleep(1000);
+      // A whole holder killed: corral lock and its command's group.
+      const whole = await someHolder();
+      whole.run.holder.child.kill('SIGKILL');
+      signalGroup(whole.pgid, 'SIGKILL');
+      killedAt.set(whole.id, wallNs() + 1_000_000n);
+      done.push(`killed ${whole.id} and its command`);
+      await sleep(1000);
+      // The daemon killed: holders stop their commands; the next corral lock starts a daemon.
+      wantLong = true;
+      await someHolder(true);
+      process.kill(await td.daemonPid(socket), 'SIGKILL');
+      done.push('killed the daemon');
+      await sleep(TTL_MS + 1500);
+      // A holder frozen past the TTL: corral lock and its command.
+      const frozen = await someHolder();
+      frozen.run.holder.child.kill('SIGSTOP');
+      signalGroup(frozen.pgid, 'SIGSTOP');
+      await sleep(TTL_MS + 500);
+      signalGroup(frozen.pgid, 'SIGCONT');
+      frozen.run.holder.child.kill('SIGCONT');
+      done.push(`froze ${frozen.id}`);
+      await sleep(1000);
+      // The daemon frozen past the TTL while someone holds.
+      wantLong = true;
+      await someHolder(true);
+      const daemon = await td.daemonPid(socket);
+      process.kill(daemon, 'SIGSTOP');
+      await sleep(TTL_MS + 500);
+      process.kill(daemon, 'SIGCONT');
+      done.push('froze the daemon');
+      return done;
+    };
+
+    const [disruptions] = await Promise.all([chaos().finally(() => undefined), ...Array.from({ length: 8 }, (_, w) => worker(w))]);
+    stopped = true;
+    assert.equal(disruptions.length, 5, disruptions.join('; '));
+
+    // --- the checker -----------------------------------------------------------------------
+    const tenures = new Map<string, Tenure>();
+    const left = new Set<string>();
+    for (const line of readFileSync(log, 'utf8').trim().split('\n')) {
+      const [what, id, mode, token, pgid, at] = line.split(' ');
+      if (!id || !at || !mode || !token || !pgid) continue;
+      const t = BigInt(at);
+      if (what === 'enter') {
+        tenures.set(id, { id, mode: mode as LockMode, token: BigInt(token), pgid: Number(pgid), requested: runs.get(id)?.requested ?? 0n, enter: t, end: t, how: 'left' });
+      } else {
+        const tenure = tenures.get(id);
+        assert.ok(tenure, `${what} of ${id} before its enter`);
+        if (t > tenure.end) tenure.end = t;
+        if (what === 'leave') left.add(id);
+      }
+    }
+    // A holder killed with its command ended when it was killed (unless it had left already).
+    for (const [id, at] of killedAt) {
+      const tenure = tenures.get(id);
+      if (tenure && !left.has(id)) {
+        tenure.end = at;
+        tenure.how = 'killed';
+      }
+    }
+    const all = [...tenures.values()];
+    const conflict = (a: Tenure, b: Tenure): boolean => !compatible(a.mode, b.mode);
+
+    assert.equal(new Set(all.map((t) => t.token)).size, all.length, 'every grant has its own token');
+    let pairs = 0;
+    let shared = 0;
+    for (const a of all) {
+      for (const b of all) {
+        if (a === b || a.id > b.id) continue;
+        const overlap = a.enter < b.end && b.enter < a.end;
+        if (!conflict(a, b)) {
+          if (overlap) shared++;
+          continue;
+        }
+        pairs++;
+        assert.ok(!overlap, `incompatible holders overlapped: ${JSON.stringify([a, b], (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}`);
+        const [first, second] = a.enter < b.enter ? [a, b] : [b, a];
+        assert.ok(first.token < second.token, `${second.id} entered after ${first.id} with a lower token`);
+      }
+    }
+    let ordered = 0;
+    for (const b of all) {
+      let cut = b.requested;
+      for (const x of all) if (x !== b && conflict(x, b) && x.end <= b.enter && x.end > cut) cut = x.end;
+      for (const a of all) {
+        if (a === b || a.enter >= cut) continue;
+        ordered++;
+        assert.ok(a.token < b.token, `grant ${a.id} (token ${a.token}) certainly came before ${b.id} (token ${b.token})`);
+      }
+    }
+    const unexpected = exits.filter((c) => c !== 0 && c !== 1 && c !== 98 && c !== null);
+    assert.deepEqual(unexpected, [], 'corral lock exits with the command’s status, 98, or was killed');
+    t.diagnostic(`${all.length} tenures, ${pairs} conflicting pairs checked, ${shared} compatible overlaps, ${ordered} ordered pairs; ${disruptions.join('; ')}`);
+    assert.ok(all.length >= 60 && pairs >= 500 && shared >= 5 && ordered >= 1000, `${all.length} tenures, ${pairs} conflicting pairs, ${shared} shared, ${ordered} ordered`);
+    assert.ok(exits.filter((c) => c === 98).length >= 2, 'holders lost their locks when the daemon died or froze');
+  });
+});
