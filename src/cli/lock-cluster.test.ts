@@ -105,6 +105,30 @@ for (const backend of ['embedded', 'etcd'] as const) {
       await Promise.all([holder.exited, waiter.exited]);
     });
 
+    it('the library API: CorralClient.lock through the cluster, and an agent’s node certificate may lock too', async () => {
+      const { CorralClient } = await import('../client/client.js');
+      const { RpcClient } = await import('../transport/client.js');
+      const { acquireLock } = await import('../client/locks.js');
+      const { loadNodeCredentials } = await import('../config/pki-files.js');
+      const config = loadClusterConfig(lc.config);
+      const client = new CorralClient(config);
+      const n3 = config.nodes.find((n) => n.name === 'n3');
+      assert.ok(n3);
+      const asNode = new RpcClient({ kind: 'tls', host: n3.address.host, port: n3.address.port, credentials: loadNodeCredentials(config.pkiDir, 'n2'), serverName: 'n3' });
+      try {
+        const lock = await client.lock({ resource: 'libcluster', mode: 'PW' });
+        const busy = acquireLock(asNode, { resource: 'libcluster', timeoutMs: 0 });
+        await assert.rejects(busy, (err) => (err as { code?: string }).code === 'LOCK_BUSY');
+        await lock.release();
+        const other = await acquireLock(asNode, { resource: 'libcluster', timeoutMs: 0 });
+        assert.ok(other.fencingToken > lock.fencingToken);
+        await other.release();
+      } finally {
+        await asNode.close();
+        await client.close();
+      }
+    });
+
     it("use case 9: no split brain — the agent of a holder dies: it stops its command (98), and the lock moves only after that", async () => {
       const log = path.join(td.dir, `${backend}-uc9.log`);
       const first = td.start(via('n2', ['-r', 'uc9', '--', 'sh', '-c', holding(log)]));
