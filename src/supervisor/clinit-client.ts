@@ -1,46 +1,64 @@
-// The client side of clinit: one short request to the daemon's socket per command. Light on
-// imports (the transport client only), since every `corral clinit GROUP LEVEL` loads it.
+// The client side of clinit: one request per connection to the daemon's socket. Imports only
+// node:net and the error catalogue, since every `corral clinit GROUP LEVEL` loads it.
 
-import { CorralError, isCorralError } from '../api/errors.js';
-import { RpcClient } from '../transport/client.js';
-import { CLINIT_PATHS, type Reply } from './protocol.js';
+import { connect } from 'node:net';
+import { CorralError, isErrorCode } from '../api/errors.js';
+import type { ClinitRequest, ClinitResponse, Reply } from './protocol.js';
+import type { ReloadSummary } from './supervisor.js';
 import type { SupervisorStatus } from './types.js';
 
 export class ClinitClient {
-  private readonly rpc: RpcClient;
-
-  constructor(readonly socket: string, opts: { timeoutMs?: number } = {}) {
-    this.rpc = new RpcClient({ kind: 'unix', path: socket }, { connectTimeoutMs: 5_000, requestTimeoutMs: opts.timeoutMs ?? 15_000 });
-  }
+  constructor(
+    readonly socket: string,
+    private readonly timeoutMs = 15_000,
+  ) {}
 
   tell(group: string, level: string): Promise<Reply> {
-    return this.call('POST', CLINIT_PATHS.tell, { group, level });
+    return this.request({ op: 'tell', group, level });
   }
 
-  reread(): Promise<Reply> {
-    return this.call('POST', CLINIT_PATHS.reread, {});
+  reread(): Promise<Reply & ReloadSummary> {
+    return this.request({ op: 'reread' });
   }
 
   shutdown(): Promise<Reply> {
-    return this.call('POST', CLINIT_PATHS.shutdown, {});
+    return this.request({ op: 'shutdown' });
   }
 
   status(): Promise<SupervisorStatus> {
-    return this.call('GET', CLINIT_PATHS.status);
+    return this.request({ op: 'status' });
   }
 
-  close(): Promise<void> {
-    return this.rpc.close();
-  }
-
-  private async call<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
-    try {
-      return await this.rpc.call<T>(method, path, body);
-    } catch (err) {
-      if (isCorralError(err, 'UNAVAILABLE') || isCorralError(err, 'TIMEOUT')) {
-        throw new CorralError(err.code, `no clinit daemon answers on ${this.socket} (${err.message}); start one with 'corral clinit -d'`, { cause: err });
-      }
-      throw err;
-    }
+  /** Sends one request and reads the reply line; UNAVAILABLE when nothing answers. */
+  request<T>(request: ClinitRequest): Promise<T> {
+    const path = this.socket;
+    return new Promise<T>((resolve, reject) => {
+      const s = connect(path);
+      let reply = '';
+      const timer = setTimeout(() => {
+        s.destroy();
+        reject(new CorralError('TIMEOUT', `the clinit daemon on ${path} did not answer within ${this.timeoutMs} ms`));
+      }, this.timeoutMs);
+      s.setEncoding('utf8');
+      s.once('connect', () => s.write(`${JSON.stringify(request)}\n`));
+      s.on('data', (chunk: string) => (reply += chunk));
+      s.once('error', (err: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        reject(new CorralError('UNAVAILABLE', `no clinit daemon answers on ${path} (${err.code ?? err.message}); start one with 'corral clinit -d'`));
+      });
+      s.once('end', () => {
+        clearTimeout(timer);
+        s.destroy();
+        let response: ClinitResponse<T>;
+        try {
+          response = JSON.parse(reply) as ClinitResponse<T>;
+        } catch {
+          reject(new CorralError('UNAVAILABLE', `the clinit daemon on ${path} closed the connection without an answer`));
+          return;
+        }
+        if (response.ok) resolve(response.result);
+        else reject(new CorralError(isErrorCode(response.error.code) ? response.error.code : 'INTERNAL', response.error.message));
+      });
+    });
   }
 }

@@ -9,12 +9,12 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { CorralError } from '../api/errors.js';
 import { CLTAB_DEFAULTS, parseCltab, type Cltab } from '../config/cltab.js';
-import { RpcServer, type RpcRequest } from '../transport/server.js';
 import { systemClock, type Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import { ClstatWriter } from './clstat.js';
 import { cltabToConfig } from './cltab-config.js';
-import { CLINIT_PATHS, REPLIES, type Reply, type TellRequest } from './protocol.js';
+import { ClinitSocketServer } from './clinit-socket.js';
+import { REPLIES, type ClinitRequest, type Reply } from './protocol.js';
 import { Supervisor, type ReloadSummary } from './supervisor.js';
 
 export interface ClinitDaemonOptions {
@@ -55,28 +55,10 @@ function readText(file: string): string | null {
   }
 }
 
-function tellRequest(body: unknown): TellRequest {
-  const { group, level } = (body ?? {}) as Partial<Record<keyof TellRequest, unknown>>;
-  const word = (v: unknown): v is string => typeof v === 'string' && v.length > 0 && v.length <= 1024 && !/\s/.test(v);
-  if (!word(group) || !word(level)) throw new CorralError('BAD_REQUEST', 'result unknown: a tell needs a group and a level, each one word');
-  return { group, level };
-}
-
-/** A synchronous handler as the RPC server's promise-returning one (errors become rejections). */
-function handler<T>(fn: (req: RpcRequest) => T): (req: RpcRequest) => Promise<T> {
-  return (req) => {
-    try {
-      return Promise.resolve(fn(req));
-    } catch (err) {
-      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
-    }
-  };
-}
-
 export class ClinitDaemon {
   private cltabText: string | null;
   private stopping: Promise<void> | undefined;
-  private readonly server: RpcServer;
+  private readonly server: ClinitSocketServer;
   private readonly clstat: ClstatWriter;
   private resolveDone: () => void = () => undefined;
   private readonly done = new Promise<void>((resolve) => (this.resolveDone = resolve));
@@ -89,11 +71,7 @@ export class ClinitDaemon {
   ) {
     this.cltabText = text;
     const { logger } = options;
-    this.server = new RpcServer({ logger, prefaceTimeoutMs: 5_000, bodyTimeoutMs: 5_000, maxBodyBytes: 64 * 1024, closeGraceMs: 1_000, maxConnections: 256 });
-    this.server.route('POST', CLINIT_PATHS.tell, handler((req) => this.tell(req.body)));
-    this.server.route('POST', CLINIT_PATHS.reread, handler(() => ({ msg: REPLIES.reread, ...this.reread() })));
-    this.server.route('POST', CLINIT_PATHS.shutdown, handler(() => this.requestShutdown()));
-    this.server.route('GET', CLINIT_PATHS.status, handler(() => this.supervisor.status()));
+    this.server = new ClinitSocketServer((req) => this.handle(req), { logger });
     this.clstat = new ClstatWriter(paths.clstat, () => supervisor.groupLines(), options.clock ?? systemClock, logger);
   }
 
@@ -113,7 +91,7 @@ export class ClinitDaemon {
       ...(options.clock ? { clock: options.clock } : {}),
     });
     const daemon = new ClinitDaemon(paths, supervisor, text, options);
-    await daemon.server.listenUnix(paths.socket, { mode: 0o600 });
+    await daemon.server.listen(paths.socket);
     supervisor.start();
     supervisor.subscribe((event) => {
       if (event.kind === 'group' || event.kind === 'removed') daemon.clstat.write();
@@ -159,8 +137,20 @@ export class ClinitDaemon {
     return this.done;
   }
 
-  private tell(body: unknown): Reply {
-    const { group, level } = tellRequest(body);
+  private handle(req: ClinitRequest): unknown {
+    switch (req.op) {
+      case 'tell':
+        return this.tell(req.group, req.level);
+      case 'reread':
+        return { msg: REPLIES.reread, ...this.reread() };
+      case 'shutdown':
+        return this.requestShutdown();
+      case 'status':
+        return this.supervisor.status();
+    }
+  }
+
+  private tell(group: string, level: string): Reply {
     if (this.stopping) throw new CorralError('SHUTTING_DOWN', 'the clinit daemon is shutting down');
     this.reread();
     this.supervisor.tell(group, level);
@@ -168,8 +158,9 @@ export class ClinitDaemon {
   }
 
   private requestShutdown(): Reply {
-    // Answer first; the stop runs on its own and the daemon exits when it is done.
-    setImmediate(() => void this.shutdown('clinit -k'));
+    // The halt begins now (so the status file shows it before the client reads it); the daemon
+    // exits once every process has stopped, long after this reply.
+    void this.shutdown('clinit -k');
     return { msg: REPLIES.halting };
   }
 

@@ -75,15 +75,14 @@ export class ClstatWriter {
     private readonly lines: () => readonly GroupLine[],
     private readonly clock: Clock,
     private readonly logger: Logger,
-  ) {
-    mkdirSync(path.dirname(file), { recursive: true });
-  }
+  ) {}
 
   /** Writes now and re-arms the heartbeat. A failure is logged (once per streak), never thrown. */
   write(): void {
     if (this.closed) return;
     const temp = `${this.file}.${process.pid}.tmp`;
     try {
+      mkdirSync(path.dirname(this.file), { recursive: true });
       writeFileSync(temp, formatClstat(this.lines()));
       renameSync(temp, this.file);
       this.failing = false;

@@ -26,15 +26,29 @@ export class RotatingLog {
   write(chunk: Buffer): void {
     try {
       if (this.fd === undefined) this.open();
-      if (this.size > 0 && this.size + chunk.length > this.rotation.maxBytes) this.rotate();
-      let off = 0;
-      while (off < chunk.length) off += writeSync(this.fd as number, chunk, off);
-      this.size += chunk.length;
+      let rest = chunk;
+      // A pipe read can hold many lines: split at the last newline that fits, so no file exceeds the limit.
+      const max = Math.max(1, this.rotation.maxBytes);
+      while (this.size + rest.length > max) {
+        const room = max - this.size;
+        const newline = room > 0 ? rest.lastIndexOf(0x0a, room - 1) : -1;
+        const cut = newline >= 0 ? newline + 1 : this.size === 0 ? room : 0;
+        this.append(rest.subarray(0, cut));
+        rest = rest.subarray(cut);
+        this.rotate();
+      }
+      this.append(rest);
     } catch (err) {
       if (!this.warned) this.logger.warn({ file: this.file, err: (err as Error).message }, 'cannot write a process log; its output is lost until this clears');
       this.warned = true;
       this.close();
     }
+  }
+
+  private append(bytes: Buffer): void {
+    let off = 0;
+    while (off < bytes.length) off += writeSync(this.fd as number, bytes, off);
+    this.size += bytes.length;
   }
 
   close(): void {

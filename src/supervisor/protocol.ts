@@ -1,23 +1,17 @@
-// What `corral clinit` and its daemon say to each other: JSON over HTTP/2 on the daemon's UNIX
-// socket (mode 0600), one small request per command. The reply texts are Cluster::Init's.
+// What `corral clinit` and its daemon say to each other: one JSON line each way per connection on
+// the daemon's UNIX socket (mode 0600). The reply texts are Cluster::Init's.
 
-export const CLINIT_PATHS = {
-  tell: '/v1/clinit/tell',
-  reread: '/v1/clinit/reread',
-  shutdown: '/v1/clinit/shutdown',
-  status: '/v1/clinit/status',
-} as const;
+import type { WireError } from '../api/errors.js';
+
+export type ClinitRequest = { op: 'tell'; group: string; level: string } | { op: 'reread' } | { op: 'shutdown' } | { op: 'status' };
+
+export type ClinitResponse<T = unknown> = { ok: true; result: T } | { ok: false; error: WireError };
 
 export const REPLIES = {
   told: 'level transition started',
   halting: 'all groups halting',
   reread: 'cltab re-read',
 } as const;
-
-export interface TellRequest {
-  group: string;
-  level: string;
-}
 
 export interface Reply {
   msg: string;

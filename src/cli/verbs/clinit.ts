@@ -115,23 +115,19 @@ async function run(args: ParsedArgs, io: CliIO): Promise<number> {
   const clstat = settings?.clstat ?? CLTAB_DEFAULTS.clstat;
   const client = new ClinitClient(socket);
   let code = 0;
-  try {
-    if (flag(args, 'kill')) await client.shutdown();
-    else if (args.positionals.length === 0) await client.reread();
-    else {
-      const n = args.positionals.length;
-      const level = args.positionals[n - 1] as string;
-      const group = n >= 2 ? (args.positionals[n - 2] as string) : await shortHostname();
-      try {
-        io.stdout(`${(await client.tell(group, level)).msg}\n`);
-      } catch (err) {
-        if (!isCorralError(err, 'NOT_FOUND')) throw err;
-        io.stdout(`${err.message}\n`);
-        code = 1;
-      }
+  if (flag(args, 'kill')) await client.shutdown();
+  else if (args.positionals.length === 0) await client.reread();
+  else {
+    const n = args.positionals.length;
+    const level = args.positionals[n - 1] as string;
+    const group = n >= 2 ? (args.positionals[n - 2] as string) : await shortHostname();
+    try {
+      io.stdout(`${(await client.tell(group, level)).msg}\n`);
+    } catch (err) {
+      if (!isCorralError(err, 'NOT_FOUND')) throw err;
+      io.stdout(`${err.message}\n`);
+      code = 1;
     }
-  } finally {
-    await client.close();
   }
   if (flag(args, 'status')) io.stdout(statusText(readClstat(clstat)));
   return code;
