@@ -220,17 +220,16 @@ export class HeldLock {
     }
     try {
       await this.rpc.call('POST', LOCK_PATHS.release, { id: this.id, rollback });
+      // The agent ends the stream itself after its "released" line; cancelling it would only
+      // make both sides do more work.
       this.releasedValue = true;
-    } catch (err) {
-      // Already gone on the agent (lost meanwhile): nothing is held.
-      if (!isCorralError(err, 'NOT_FOUND') && !isCorralError(err, 'SESSION_LOST')) {
-        // Closing the stream makes the agent release it (rolled back, as after a crash).
-        this.closeStream();
-        throw err;
-      }
-    } finally {
       this.ended = true;
+    } catch (err) {
+      this.ended = true;
+      // Closing the stream makes the agent release it (rolled back, as after a crash).
       this.closeStream();
+      // Already gone on the agent (lost meanwhile): nothing is held.
+      if (!isCorralError(err, 'NOT_FOUND') && !isCorralError(err, 'SESSION_LOST')) throw err;
     }
   }
 
@@ -243,7 +242,7 @@ export class HeldLock {
         if (step.done) break;
         const e = step.value;
         if (e.event === 'lost') return this.lose(new CorralError('LOCK_LOST', `lost the lock on ${this.resource}: ${e.reason}`));
-        if (e.event === 'released') return;
+        // "released": the stream ends right after it; read on to its end.
       }
       if (!this.ended && !this.releasing) this.lose(new CorralError('LOCK_LOST', `lost the lock on ${this.resource}: ${this.rpc.where} closed the lock stream`));
     } catch (err) {
