@@ -182,7 +182,13 @@ export class Proc {
     if (!edge) return undefined;
     const [to, action] = edge;
     this.state = to;
-    const follow = this.act(action, event, from);
+    let follow: ProcEvent | undefined;
+    try {
+      follow = this.act(action, event, from);
+    } catch (err) {
+      // 0.215 died on any exception in an action; one process's trouble must not end the supervisor.
+      this.ctx.logger.error({ group: this.ctx.group, tag: this.spec.tag, action, err: (err as Error).stack ?? String(err) }, 'process action failed');
+    }
     this.ctx.transition(this, from, to, event.type, event.exit);
     return follow;
   }
