@@ -236,9 +236,19 @@ describe("FLoM's use cases with corral lock", { concurrency: true, timeout: 180_
   });
 
   it('17: long-term resources — --resource-idle-lifespan keeps the resource for a later -e no consumer', async () => {
-    assert.equal((await lock(['-r', 'UC17', '--resource-idle-lifespan=2000', '--', 'true'])).code, 0);
+    assert.equal((await lock(['-r', 'UC17', '--resource-idle-lifespan=5000', '--', 'true'])).code, 0);
+    const released = performance.now();
     assert.equal((await lock(['-r', 'UC17', '-e', 'no', '-o', '0', '--', 'true'])).code, 0, 'kept within its lifespan');
-    await sleep(3300);
+    const kept = performance.now();
+    const lastUse = performance.now();
+    assert.ok(kept - released < 5000);
+    // Kept at least 5 s after its last use, then forgotten (watched without using it: a use would
+    // keep it longer). Lease expiry is in whole seconds.
+    await waitUntil('UC17 to be forgotten', async () => {
+      const listing = JSON.parse((await td.corral(['locks', '-s', socket, '--json'])).stdout) as { resources: { name: string }[] };
+      return listing.resources.some((r) => r.name === 'UC17') ? undefined : true;
+    }, 15_000, 200);
+    assert.ok(performance.now() - lastUse >= 4500, `forgotten ${performance.now() - lastUse} ms after its last use`);
     assert.equal((await lock(['-r', 'UC17', '-e', 'no', '-o', '0', '--', 'true'])).code, 96, 'gone after it');
   });
 
