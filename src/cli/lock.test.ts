@@ -217,6 +217,24 @@ describe('corral lock: signals', { concurrency: true, timeout: 60_000 }, () => {
     assert.equal(done.code, 0, 'CMD ran to its end');
   });
 
+  it('Ctrl-Z (SIGTSTP) stops CMD with corral lock, and SIGCONT continues both, the lock held throughout', async () => {
+    const g = gate();
+    const holder = td.start(['lock', '-s', socket, '-r', 'sigtstp', '--', 'sh', '-c', `echo $$ > ${g.ready}.pid; ${g.script}`]);
+    await ready(g.ready);
+    const cmd = Number(readFileSync(`${g.ready}.pid`, 'utf8'));
+    const state = (pid: number): string => {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      return stat.charAt(stat.lastIndexOf(')') + 2);
+    };
+    process.kill(holder.pid, 'SIGTSTP');
+    await waitUntil('both stopped', () => Promise.resolve(state(cmd) === 'T' && state(holder.pid) === 'T' ? true : undefined), 10_000);
+    assert.equal((await td.corral(['lock', '-s', socket, '-r', 'sigtstp', '-o', '0', '--', 'true'])).code, 98);
+    process.kill(holder.pid, 'SIGCONT');
+    await waitUntil('both running', () => Promise.resolve(state(cmd) !== 'T' && state(holder.pid) !== 'T' ? true : undefined), 10_000);
+    g.release();
+    assert.equal((await holder.exited).code, 0);
+  });
+
   it('a signal while waiting gives up the request: the next in line is served', async () => {
     const g = gate();
     const holder = td.start(['lock', '-s', socket, '-r', 'sigwait', '--', 'sh', '-c', g.script]);
