@@ -128,6 +128,15 @@ describe('corral lock: exit codes, options and the command', { concurrency: true
     assert.equal(r.stdout, 'cyan cyan\n');
   });
 
+  it('runs CMD as the leader of its own process group, or in corral lock’s with --foreground', async () => {
+    const pgidOf = 'read -r stat < /proc/$$/stat; set -- ${stat#*) }; echo "$$ $3"';
+    const [pid, pgid] = (await lock(['-r', 'pg', '--', 'sh', '-c', pgidOf])).stdout.trim().split(' ');
+    assert.equal(pgid, pid, 'its own group');
+    const [fgPid, fgPgid] = (await lock(['-r', 'pg', '--foreground', '--', 'sh', '-c', pgidOf])).stdout.trim().split(' ');
+    assert.notEqual(fgPgid, fgPid, 'the caller’s group');
+    assert.equal(Number(fgPgid), Number(readFileSync('/proc/self/stat', 'utf8').split(') ')[1]?.split(' ')[2]));
+  });
+
   it('-V prints the effective settings and the element locked; -v the version; --signal-list the signals', async () => {
     const r = await lock(['-V', '-r', 'north.south', '-i', '1500', '--', 'echo']);
     assert.equal(r.code, 0, r.stderr);
