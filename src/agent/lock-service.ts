@@ -445,7 +445,7 @@ class LockTicket implements AsyncIterableIterator<LockEvent> {
     if (this.clientGone) {
       // The client left while the grant was in flight.
       this.state = 'done';
-      void this.releaseGrant(true);
+      void this.releaseGrant(true).catch(() => undefined);
       return;
     }
     const event: LockGrantedEvent = {

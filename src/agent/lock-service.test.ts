@@ -1,0 +1,142 @@
+// The agent's lock service in this process, on a real embedded store behind a fault switch: its
+// events, its one session and what happens when that session or the store fails.
+
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { isCorralError } from '../api/errors.js';
+import type { LockEvent } from '../api/lock-wire.js';
+import { listLocks } from '../coord/lock/index.js';
+import { openEmbeddedStore, type EmbeddedStore } from '../store/embedded/index.js';
+import { faultyStore } from '../testkit/faulty-store.js';
+import { waitUntil } from '../testkit/local.js';
+import { systemClock } from '../util/clock.js';
+import { nullLogger } from '../util/log.js';
+import { LockService } from './lock-service.js';
+
+const local = { kind: 'local' } as const;
+
+/** Reads a ticket's events as they come. */
+function reader(events: AsyncIterable<LockEvent>): { next(): Promise<LockEvent | 'end'> } {
+  const it = events[Symbol.asyncIterator]();
+  return {
+    async next() {
+      const step = await it.next();
+      return step.done ? 'end' : step.value;
+    },
+  };
+}
+
+describe('the lock service', () => {
+  let dir: string;
+  let store: EmbeddedStore;
+  before(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'cl-svc-'));
+    store = await openEmbeddedStore({ dataDir: dir });
+  });
+  after(async () => {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const service = (s = store as import('../store/store.js').Store): LockService =>
+    new LockService({ store: s, node: 'n1', ttlSeconds: 1, keepaliveIntervalMs: 150, clock: systemClock, logger: nullLogger });
+
+  it('streams granted, then released on release; one session serves every request', async () => {
+    const svc = service();
+    const client = new AbortController();
+    const a = reader(svc.acquire({ resource: 'svc1', pid: 7, command: 'make' }, local, client.signal));
+    const granted = await a.next();
+    assert.ok(granted !== 'end' && granted.event === 'granted');
+    assert.equal(granted.resource, 'svc1');
+    assert.ok(granted.validForMs > 0 && granted.stopWithinMs > 0 && granted.confirmEveryMs > 0);
+    const b = reader(svc.acquire({ resource: 'svc1' }, local, new AbortController().signal));
+    const queued = await b.next();
+    assert.ok(queued !== 'end' && queued.event === 'queued');
+    const listed = await svc.list();
+    assert.deepEqual(listed.resources[0]?.holders.map((h) => [h.pid, h.command, h.fencingToken]), [[7, 'make', granted.fencingToken]]);
+    const leases = new Set((await listLocks(store)).resources.flatMap((r) => [...r.holders, ...r.waiters]).map((e) => e.lease));
+    assert.equal(leases.size, 1, 'one lock session for every request');
+    await svc.release(granted.id, false, local);
+    const second = await b.next();
+    assert.ok(second !== 'end' && second.event === 'granted');
+    assert.ok(BigInt(second.fencingToken) > BigInt(granted.fencingToken));
+    assert.deepEqual(await a.next(), { event: 'released', id: granted.id });
+    assert.equal(await a.next(), 'end');
+    assert.throws(() => svc.confirm(granted.id, local), (err) => isCorralError(err, 'NOT_FOUND'));
+    assert.ok(svc.confirm(second.id, local).validForMs > 0);
+    await assert.rejects(svc.release(second.id, false, { kind: 'tls', commonName: 'n2', role: 'node', clusterName: 'c' }), (err) => isCorralError(err, 'NOT_FOUND'), 'another peer cannot release it');
+    await svc.close();
+  });
+
+  it('a client that goes away releases (rolling _S_ back); a waiter that goes away leaves the line', async () => {
+    const svc = service();
+    const gone = new AbortController();
+    const a = reader(svc.acquire({ resource: '_S_svc[1]', idleLifespanMs: 2000 }, local, gone.signal));
+    const granted = await a.next();
+    assert.ok(granted !== 'end' && granted.event === 'granted');
+    assert.equal(granted.value, '1');
+    gone.abort();
+    await waitUntil('released', async () => ((await listLocks(store)).resources.find((r) => r.name === '_S_svc[1]')?.holders.length === 0 ? true : undefined), 5000);
+    const again = reader(svc.acquire({ resource: '_S_svc[1]' }, local, new AbortController().signal));
+    const next = await again.next();
+    assert.ok(next !== 'end' && next.event === 'granted');
+    assert.equal(next.value, '1', 'the value of the client that went away was rolled back');
+    const waiterGone = new AbortController();
+    const w = reader(svc.acquire({ resource: '_S_svc[1]' }, local, waiterGone.signal));
+    assert.equal(((await w.next()) as { event: string }).event, 'queued');
+    waiterGone.abort();
+    await waitUntil('the waiter gone', async () => ((await listLocks(store)).resources.find((r) => r.name === '_S_svc[1]')?.waiters.length === 0 ? true : undefined), 5000);
+    assert.equal(svc.active, 1);
+    await svc.close();
+  });
+
+  it('a lost session: holders get "lost"; waiters are retried on a new session and granted', async () => {
+    const { store: faulty, fail } = faultyStore(store);
+    const svc = service(faulty);
+    const h = reader(svc.acquire({ resource: 'svc3' }, local, new AbortController().signal));
+    const held = await h.next();
+    assert.ok(held !== 'end' && held.event === 'granted');
+    const w = reader(svc.acquire({ resource: 'svc3' }, local, new AbortController().signal));
+    assert.equal(((await w.next()) as { event: string }).event, 'queued');
+    fail.add('keepAlive');
+    const lost = await h.next();
+    assert.ok(lost !== 'end' && lost.event === 'lost', JSON.stringify(lost));
+    assert.equal(lost.code, 'SESSION_LOST');
+    fail.delete('keepAlive');
+    // The lost session's keys expire with its lease; the waiter, moved to a new session, gets in.
+    const granted = await w.next();
+    assert.ok(granted !== 'end' && granted.event === 'granted', JSON.stringify(granted));
+    assert.ok(BigInt(granted.fencingToken) > BigInt(held.fencingToken));
+    await svc.close();
+  });
+
+  it('a release the store fails is retried in the background until the key is gone', async () => {
+    const { store: faulty, fail } = faultyStore(store);
+    const svc = service(faulty);
+    const h = reader(svc.acquire({ resource: 'svc4' }, local, new AbortController().signal));
+    const held = await h.next();
+    assert.ok(held !== 'end' && held.event === 'granted');
+    fail.add('write');
+    await assert.rejects(svc.release(held.id, false, local), (err) => isCorralError(err, 'STORE_UNAVAILABLE'));
+    assert.equal((await listLocks(store)).resources.find((r) => r.name === 'svc4')?.holders.length, 1);
+    fail.delete('write');
+    await waitUntil('the key released', async () => ((await listLocks(store)).resources.some((r) => r.name === 'svc4') ? undefined : true), 5000);
+    await svc.close();
+  });
+
+  it('closing the service reports held locks lost and keeps their keys (they expire with the session)', async () => {
+    const svc = service();
+    const h = reader(svc.acquire({ resource: 'svc5' }, local, new AbortController().signal));
+    const held = await h.next();
+    assert.ok(held !== 'end' && held.event === 'granted');
+    await svc.close();
+    const lost = await h.next();
+    assert.ok(lost !== 'end' && lost.event === 'lost');
+    assert.equal(lost.code, 'SHUTTING_DOWN');
+    assert.equal((await listLocks(store)).resources.find((r) => r.name === 'svc5')?.holders.length, 1, 'the key outlives the service');
+    assert.throws(() => svc.acquire({ resource: 'svc5' }, local, new AbortController().signal), (err) => isCorralError(err, 'SHUTTING_DOWN'));
+  });
+});
