@@ -82,7 +82,12 @@ export class ClinitDaemon {
     if (text === null) logger.warn({ cltab: options.cltab }, `file not found: ${options.cltab}`);
     const cltab = text === null ? undefined : parseCltab(text, options.cltab);
     const paths = resolvePaths(options.cltab, cltab, options.socket);
-    mkdirSync(path.dirname(paths.socket), { recursive: true });
+    try {
+      mkdirSync(path.dirname(paths.socket), { recursive: true });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? String(err);
+      throw new CorralError('CONFIG_INVALID', `cannot create ${path.dirname(paths.socket)} for the socket (${code}); set :::socket: in the cltab or -s`, { cause: err });
+    }
     const supervisor = new Supervisor({
       config: cltabToConfig(cltab),
       logDir: paths.logDir,

@@ -179,6 +179,14 @@ export class ClinitFixture {
       try {
         await waitUntil('every supervised process to end', () => (left = this.processes()).length === 0, 8_000, 50);
       } catch {
+        const describe = (pid: number): string => {
+          try {
+            return `${pid} ${readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ')}`;
+          } catch {
+            return String(pid);
+          }
+        };
+        const named = left.map(describe);
         for (const pid of left) {
           try {
             process.kill(pid, 'SIGKILL');
@@ -186,7 +194,7 @@ export class ClinitFixture {
             // gone
           }
         }
-        assert.fail(`processes left running: ${left.map((p) => `${p} ${readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0/g, ' ')}`).join('; ')}`);
+        assert.fail(`processes left running: ${named.join('; ')}`);
       }
     } finally {
       rmSync(this.dir, { recursive: true, force: true });

@@ -51,6 +51,7 @@ SIGHUP re-reads the cltab. If the daemon dies anyway, a guard process stops its 
     [2, 'bad command line'],
     [65, 'the daemon refused the request as malformed'],
     [69, 'no daemon answers on the socket, or it is shutting down'],
+    [75, 'the daemon did not answer within 15 s'],
     [78, 'the cltab is invalid (FILE:LINE: what is wrong), or a path cannot be used'],
     [130, 'with -d: a second SIGTERM or SIGINT killed every process group at once'],
   ],
