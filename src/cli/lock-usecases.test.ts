@@ -51,7 +51,7 @@ function peak(lines: string[]): number {
   return most;
 }
 
-describe("FLoM's use cases with corral lock", { concurrency: true, timeout: 180_000 }, () => {
+describe("FLoM's use cases with corral lock", { concurrency: 6, timeout: 180_000 }, () => {
   const socket = td.socket();
   const lock = (args: string[]): ReturnType<LockTestDir['corral']> => td.corral(['lock', '-s', socket, ...args]);
   const start = (args: string[]): ReturnType<LockTestDir['start']> => td.start(['lock', '-s', socket, ...args]);
@@ -105,7 +105,8 @@ describe("FLoM's use cases with corral lock", { concurrency: true, timeout: 180_
     const ms = performance.now() - t0;
     assert.equal(r.code, 98);
     assert.match(r.stderr, /timeout \(1000 milliseconds\) expired/);
-    assert.ok(ms >= 1000 && ms < 4000, `${ms} ms`);
+    // The upper bound allows for a slow process start on a loaded machine; the deadline itself is 1 s.
+    assert.ok(ms >= 1000 && ms < 10_000, `${ms} ms`);
     g.release();
     await holder.exited;
   });

@@ -38,7 +38,7 @@ const MODES = ['NL', 'CR', 'CW', 'PR', 'PW', 'EX'] as const;
 // FLoM's (VMS DLM) matrix, row = held, column = requested (flom.md §4).
 const COMPATIBLE: Record<string, string> = { NL: '111111', CR: '111110', CW: '111000', PR: '110100', PW: '110000', EX: '100000' };
 
-describe('corral lock: exit codes, options and the command', { concurrency: true, timeout: 120_000 }, () => {
+describe('corral lock: exit codes, options and the command', { concurrency: 6, timeout: 120_000 }, () => {
   const socket = td.socket();
   const lock = (args: string[], env?: NodeJS.ProcessEnv): ReturnType<LockTestDir['corral']> => td.corral(['lock', '-s', socket, ...args], env ? { env } : {});
   before(async () => {
@@ -82,7 +82,7 @@ describe('corral lock: exit codes, options and the command', { concurrency: true
     const elapsed = performance.now() - t0;
     assert.equal(timedOut.code, 98);
     assert.match(timedOut.stderr, /timeout \(400 milliseconds\) expired/);
-    assert.ok(elapsed >= 400 && elapsed < 3000, `gave up after ${elapsed} ms`);
+    assert.ok(elapsed >= 400 && elapsed < 10_000, `gave up after ${elapsed} ms`);
     g.release();
     assert.equal((await holder.exited).code, 0);
   });
