@@ -273,10 +273,10 @@ describe('corral locks', { timeout: 60_000 }, () => {
   });
 
   it('lists holders and waiters with mode, quantity, value, node, pid, command, since and token', async () => {
-    const flag = path.join(td.dir, 'list.ready');
-    const holder = td.start(['lock', '-s', socket, '-r', 'listed', '-l', 'PR', '--', 'sh', '-c', `touch ${flag}; sleep 3`]);
-    const pool = td.start(['lock', '-s', socket, '-r', 'gpu[4]', '-q', '3', '--', 'sleep', '3']);
-    await ready(flag);
+    const g = gate();
+    const holder = td.start(['lock', '-s', socket, '-r', 'listed', '-l', 'PR', '--', 'sh', '-c', g.script]);
+    const pool = td.start(['lock', '-s', socket, '-r', 'gpu[4]', '-q', '3', '--', 'sh', '-c', g.script]);
+    await ready(g.ready);
     const waiter = td.start(['lock', '-s', socket, '-r', 'listed', '-l', 'EX', '--', 'echo', 'writer']);
     const { value: listing } = await waitUntil('the waiter and the pool in the listing', async () => {
       const r = await td.corral(['locks', '-s', socket, '--json']);
@@ -289,7 +289,7 @@ describe('corral locks', { timeout: 60_000 }, () => {
     const h = listed?.holders[0];
     assert.equal(h?.mode, 'PR');
     assert.equal(h?.pid, holder.pid);
-    assert.match(h?.command ?? '', /^sh -c touch/);
+    assert.match(h?.command ?? '', /^sh -c /);
     assert.match(h?.fencingToken ?? '', /^\d+$/);
     assert.ok(Date.parse(h?.since ?? '') > 0);
     assert.equal(listed?.waiters[0]?.mode, 'EX');
@@ -298,8 +298,9 @@ describe('corral locks', { timeout: 60_000 }, () => {
     assert.equal(listing.resources.find((x) => x.name === 'gpu[4]')?.holders[0]?.quantity, 3);
     const text = await td.corral(['locks', '-s', socket]);
     assert.match(text.stdout, /^RESOURCE +KIND +STATE +MODE +QTY +VALUE +NODE +PID +SINCE +TOKEN +COMMAND$/m);
-    assert.match(text.stdout, new RegExp(`^listed +simple +held +PR +1 +- +\\S+ +${holder.pid} +\\d+s +\\d+ +sh -c touch`, 'm'));
+    assert.match(text.stdout, new RegExp(`^listed +simple +held +PR +1 +- +\\S+ +${holder.pid} +\\d+s +\\d+ +sh -c `, 'm'));
     assert.match(text.stdout, /^listed +simple +waiting #1 +EX +1 +- .* +- +echo writer$/m);
+    g.release();
     await Promise.all([holder.exited, pool.exited, waiter.exited]);
     assert.match((await td.corral(['locks', '-s', socket])).stdout, /^no locks$/m);
   });
@@ -351,15 +352,16 @@ describe('the private daemon', { concurrency: true, timeout: 120_000 }, () => {
 
   it('-x lets the daemon finish what it serves and exit; without a daemon it exits 99', async () => {
     const socket = td.socket();
-    const flag = path.join(td.dir, 'quiesce.ready');
-    const holder = td.start(['lock', '-s', socket, '-d', '-1', '-r', 'q', '--', 'sh', '-c', `touch ${flag}; sleep 1`]);
-    await ready(flag);
+    const g = gate();
+    const holder = td.start(['lock', '-s', socket, '-d', '-1', '-r', 'q', '--', 'sh', '-c', g.script]);
+    await ready(g.ready);
     const pid = await td.daemonPid(socket);
     const x = await td.corral(['lock', '-s', socket, '-x']);
     assert.equal(x.code, 0);
     assert.match(x.stdout, /quiesce shutdown/);
     await sleep(300);
     assert.deepEqual(td.daemonPids(socket), [pid], 'still serving its holder');
+    g.release();
     assert.equal((await holder.exited).code, 0);
     await td.waitForExit(pid, 5000);
     const none = await td.corral(['lock', '-s', socket, '-x']);

@@ -286,7 +286,7 @@ export class HeldLock {
     // Fired far behind its time: this process was stopped or starved, not the agent. Ask before
     // concluding (the work ran on meanwhile either way).
     if (now - this.watchdogDue > Math.min(250, this.confirmEveryMs)) {
-      await this.confirm(Math.max(100, Math.min(1000, this.confirmEveryMs)));
+      await this.confirm(Math.max(2000, this.confirmEveryMs * 2));
       if (this.clock.now() < this.validUntil - this.stopWithinMs) return this.armWatchdog();
     }
     this.lose(this.unconfirmed());

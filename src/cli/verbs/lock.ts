@@ -505,6 +505,22 @@ async function lockAndRun(command: string[], s: Settings, target: Target, io: Cl
       process.on(sig, handler);
     }
   }
+  if (!s.foreground) {
+    // Ctrl-Z: CMD runs in a session of its own, where the terminal's stop signals never reach it
+    // (an orphaned process group ignores SIGTSTP), so corral lock stops it and then itself, and
+    // continues it when continued. The lock stays held meanwhile.
+    const onStop = (): void => {
+      if (pgid !== undefined) signalCommand(undefined, pgid, 'SIGSTOP');
+      process.kill(process.pid, 'SIGSTOP');
+    };
+    const onContinue = (): void => {
+      if (pgid !== undefined) signalCommand(undefined, pgid, 'SIGCONT');
+    };
+    for (const [sig, handler] of [['SIGTSTP', onStop], ['SIGCONT', onContinue]] as const) {
+      handlers.set(sig, handler);
+      process.on(sig, handler);
+    }
+  }
   const unhook = (): void => {
     for (const [sig, handler] of handlers) process.off(sig, handler);
   };
@@ -550,12 +566,12 @@ async function lockAndRun(command: string[], s: Settings, target: Target, io: Cl
   const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null } | { error: NodeJS.ErrnoException }>((resolve) => {
     const c = spawn(argv[0] as string, argv.slice(1), { stdio: 'inherit', detached: !s.foreground, env });
     child = c;
+    // Known at once (undefined if the spawn failed): a signal that comes before 'spawn' is not lost.
+    if (!s.foreground) pgid = c.pid;
     c.once('error', (error: NodeJS.ErrnoException) => resolve({ error }));
     c.once('spawn', () => {
-      if (!s.foreground && c.pid !== undefined) pgid = c.pid;
       // A local agent keeps the lock while CMD's group runs, even if corral lock dies.
       if (pgid !== undefined && target.kind !== 'tls') held.attach(pgid).catch(() => undefined);
-      if (pgid !== undefined) suspendWithCommand(pgid, handlers);
     });
     c.once('exit', (code, signal) => resolve({ code, signal }));
     const onLost = (): void => {
@@ -597,23 +613,6 @@ async function lockAndRun(command: string[], s: Settings, target: Target, io: Cl
     await rpc.close();
   }
   return lost !== undefined ? 98 : status;
-}
-
-/**
- * Ctrl-Z: CMD runs in a session of its own, where the terminal's stop signals never reach it (an
- * orphaned process group ignores SIGTSTP), so corral lock stops it (SIGSTOP) and then itself, and
- * continues it when continued. The lock stays held meanwhile.
- */
-function suspendWithCommand(pgid: number, handlers: Map<NodeJS.Signals, () => void>): void {
-  const onStop = (): void => {
-    signalCommand(undefined, pgid, 'SIGSTOP');
-    process.kill(process.pid, 'SIGSTOP');
-  };
-  const onContinue = (): void => signalCommand(undefined, pgid, 'SIGCONT');
-  for (const [sig, handler] of [['SIGTSTP', onStop], ['SIGCONT', onContinue]] as const) {
-    handlers.set(sig, handler);
-    process.on(sig, handler);
-  }
 }
 
 function signalCommand(child: import('node:child_process').ChildProcess | undefined, pgid: number | undefined, sig: NodeJS.Signals): void {
