@@ -284,9 +284,11 @@ export class HeldLock {
     const now = this.clock.now();
     if (now < this.validUntil - this.stopWithinMs) return this.armWatchdog(); // confirmed meanwhile
     // Fired far behind its time: this process was stopped or starved, not the agent. Ask before
-    // concluding (the work ran on meanwhile either way).
+    // concluding (the work ran on meanwhile either way): while validity is left, only as long as
+    // still leaves a grace period before it ends; once it has ended, for up to 2 s.
     if (now - this.watchdogDue > Math.min(250, this.confirmEveryMs)) {
-      await this.confirm(Math.max(2000, this.confirmEveryMs * 2));
+      const left = this.validUntil - now;
+      await this.confirm(left > 500 ? left - 250 : 2000);
       if (this.clock.now() < this.validUntil - this.stopWithinMs) return this.armWatchdog();
     }
     this.lose(this.unconfirmed());
