@@ -9,6 +9,8 @@ import { findNode, formatHostPort, type ClusterConfig, type NodeConfig } from '.
 import { loadNodeCredentials, type PemCredentials } from '../config/pki-files.js';
 import { Membership } from './membership-keeper.js';
 import { addAgentRoutes } from './routes.js';
+import { addGroupRoutes } from './group-routes.js';
+import { GroupService } from './group-service.js';
 import { addLockRoutes } from './lock-routes.js';
 import { LOCK_SESSION_MIN_TTL_SECONDS, LockService } from './lock-service.js';
 import { IdleExit, type PrivateAgentOptions } from './private-agent.js';
@@ -45,6 +47,7 @@ export class Agent {
   private membership: Membership | undefined;
   private join: JoinService | undefined;
   private locks: LockService | undefined;
+  private groups: GroupService | undefined;
   private idleExit: IdleExit | undefined;
   private readonly peers = new Map<string, { address: string; client: RpcClient }>();
   private tlsPort = 0;
@@ -100,6 +103,10 @@ export class Agent {
     return this.locks;
   }
 
+  get groupService(): GroupService | undefined {
+    return this.groups;
+  }
+
   /** A private daemon counts down its lifespan while no lock is open and no client connected. */
   private activityChanged(): void {
     this.idleExit?.update((this.locks?.active ?? 0) > 0 || this.server.sessionCount > 0);
@@ -141,6 +148,20 @@ export class Agent {
       quiesce: () => this.idleExit?.quiesce(),
       exit: () => void this.stop('immediate exit requested (-X)'),
     });
+    if (!this.opts.private) {
+      this.groups = new GroupService({
+        store: this.storeClient,
+        node: this.name,
+        nodes: config.nodes.map((n) => n.name),
+        workDir: this.self.workDir,
+        logDir: `${this.self.dataDir}/groups/log`,
+        fileGroups: config.groups,
+        source: config.file,
+        clock: this.clock,
+        logger: logger.child({ component: 'groups' }),
+      });
+      addGroupRoutes(this.server, this.groups, this.name);
+    }
     await this.server.listenUnix(this.self.socket, { mode: this.opts.private?.socketMode ?? 0o600 });
     if (!this.opts.private) {
       this.tlsPort = await this.server.listenTls({ host: this.self.address.host, port: this.self.address.port, credentials: this.credentials });
@@ -150,6 +171,7 @@ export class Agent {
     }
     this.membership = new Membership(this, this.storeClient);
     this.membership.start();
+    this.groups?.start();
     this.stateValue = 'running';
     this.activityChanged();
     logger.info(
@@ -261,6 +283,8 @@ export class Agent {
     // Before the servers close: held locks are reported lost (their clients stop their commands),
     // not released by the streams closing.
     await step('end the lock service', () => this.locks?.close());
+    // The stop ladder of every supervised process (Cluster::Init's SIGINT, SIGTERM, SIGKILL).
+    await step('stop the resource groups', () => this.groups?.close());
     await step('leave the cluster', () => this.membership?.stop());
     await step('close the join listener', () => this.join?.close());
     await step('close the servers', () => this.server.close());

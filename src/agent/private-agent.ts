@@ -56,6 +56,7 @@ export function privateAgentConfig(o: { socket: string; dataDir: string; node: s
     nodes: [{ name: o.node, address: { host: '127.0.0.1', port: 0 }, socket: path.resolve(o.socket), dataDir, workDir: path.join(dataDir, 'work') }],
     join: undefined,
     timings: { ...PRIVATE_TIMINGS },
+    groups: [],
   };
 }
 

@@ -2,7 +2,7 @@
 // administrator's certificate may do anything. A node's certificate (which every holder of the join
 // token can obtain) may read everything but write only what is its own:
 //
-// - its own namespaced keys: /corral/nodes/<self>, /corral/members/<self>;
+// - its own namespaced keys: /corral/nodes/<self>, /corral/members/<self>, /corral/groups/status/<self>;
 // - session-owned keys, whose last path segment is the hex id of a lease the node owns, alone or
 //   followed by "." and a request id (campaign keys, lock waiters); a put there must attach that lease;
 // - shared compare-and-swap keys of lock resources (/corral/locks/state/);
@@ -15,6 +15,7 @@ import { CorralError } from '../api/errors.js';
 import type { LeaseId, Store, TxnOp } from '../store/store.js';
 import type { PeerIdentity } from '../transport/types.js';
 import { KEYS } from '../coord/membership.js';
+import { GROUP_KEYS } from '../api/groups-wire.js';
 
 export const LEASE_OWNERS = '/corral/leases/';
 
@@ -28,7 +29,7 @@ export const SESSION_OWNED_PREFIXES = ['/corral/election/', '/corral/locks/r/', 
 export const SHARED_PREFIXES = ['/corral/locks/state/'];
 
 function ownNamespaces(node: string): string[] {
-  return [KEYS.registry + node, KEYS.members + node];
+  return [KEYS.registry + node, KEYS.members + node, GROUP_KEYS.status + node];
 }
 
 export type StoreActor = { kind: 'trusted' } | { kind: 'node'; name: string };

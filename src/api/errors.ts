@@ -28,6 +28,7 @@ export const ErrorCodes = {
   JOIN_REFUSED: { status: 403, exit: 77, summary: 'the join token was refused' },
   SESSION_LOST: { status: 503, exit: 69, summary: 'the session lease was lost or may have expired' },
   SHUTTING_DOWN: { status: 503, exit: 69, summary: 'the agent is shutting down' },
+  CONFLICT: { status: 409, exit: 75, summary: 'a concurrent change won the race; run the command again' },
   // Locks (exit codes as FLoM's: 96 resource does not exist, 98 busy or timed out, 99 anything else)
   LOCK_BUSY: { status: 409, exit: 98, summary: 'the resource is locked and the request may not wait (timeout 0)' },
   LOCK_TIMEOUT: { status: 409, exit: 98, summary: 'the lock was not granted before the request timed out' },

@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import type { LockListingWire } from '../api/lock-wire.js';
 import { loadClusterConfig } from '../config/cluster-config.js';
 import { startEtcd, type EtcdCluster } from '../testkit/etcd.js';
-import { LockTestDir } from '../testkit/lock.js';
+import { LockTestDir, type Holder } from '../testkit/lock.js';
 import { LocalClusterFixture, sleep, waitUntil } from '../testkit/local.js';
 
 function events(file: string): Map<string, bigint> {
@@ -23,8 +23,20 @@ function events(file: string): Map<string, bigint> {
   return out;
 }
 
-async function appears(file: string, what: string, timeoutMs = 20_000): Promise<bigint> {
-  const { value } = await waitUntil(`${what} in ${path.basename(file)}`, () => Promise.resolve(events(file).get(what)), timeoutMs, 10);
+/** Waits for `what` in `file`; when `holder` is given and exits first, fails with its stderr. */
+async function appears(file: string, what: string, holder?: Holder, timeoutMs = 20_000): Promise<bigint> {
+  let gone: { code: number | null } | undefined;
+  void holder?.exited.then((r) => (gone = r));
+  const { value } = await waitUntil(
+    `${what} in ${path.basename(file)}`,
+    () => {
+      const at = events(file).get(what);
+      if (at === undefined && gone) throw new Error(`the holder exited (${String(gone.code)}) before writing ${what}: ${holder?.stderr() ?? ''}`);
+      return Promise.resolve(at);
+    },
+    timeoutMs,
+    10,
+  );
   return value;
 }
 
@@ -147,7 +159,7 @@ for (const backend of ['embedded', 'etcd'] as const) {
     it(`the ${backend === 'etcd' ? 'etcd member' : 'coordinator'} dies under a holder: the holder is stopped (98); after the store returns, the waiter gets in`, async () => {
       const log = path.join(td.dir, `${backend}-store.log`);
       const first = td.start(via('n2', ['-r', 'storeloss', '--', 'sh', '-c', holding(log)]));
-      await appears(log, 'first');
+      await appears(log, 'first', first);
       const second = td.start(via('n3', ['-r', 'storeloss', '--', 'sh', '-c', `echo second $(date +%s%N) >> ${log}`]));
       await sleep(300);
       const member = etcd?.members[0];

@@ -18,6 +18,9 @@ export const verbs: Record<string, () => Promise<{ verb: Verb }>> = {
   clinit: () => import('./verbs/clinit.js'),
   lock: () => import('./verbs/lock.js'),
   locks: () => import('./verbs/locks.js'),
+  tell: () => import('./verbs/tell.js'),
+  reload: () => import('./verbs/reload.js'),
+  logs: () => import('./verbs/logs.js'),
 };
 
 

@@ -6,6 +6,9 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { CorralError, isCorralError } from '../api/errors.js';
 import { LOCK_PATHS, type LockListingWire } from '../api/lock-wire.js';
+import { GROUP_PATHS, type GroupsStatusResponse, type LogLine, type ReloadResponse, type TellResponse } from '../api/groups-wire.js';
+import type { ClusterGroupConfig } from '../config/groups.js';
+import type { RpcStream } from '../transport/client.js';
 import { PATHS, type ClusterPingResponse, type PingResponse, type StatusResponse } from '../api/types.js';
 import type { ClusterConfig } from '../config/cluster-config.js';
 import { loadAdminCredentials, PKI_FILES } from '../config/pki-files.js';
@@ -18,13 +21,17 @@ export interface ClientOptions {
   node?: string;
   /** Use this UNIX socket and nothing else. */
   socket?: string;
+  /** With `node`: reach that node's agent and no other (its socket here, else mutual TLS). */
+  only?: boolean;
   requestTimeoutMs?: number;
 }
 
 /** Where this client may reach an agent, best first. */
 export function candidateEndpoints(config: ClusterConfig, options: ClientOptions = {}): Endpoint[] {
   if (options.socket) return [{ kind: 'unix', path: options.socket }];
-  const nodes = [...config.nodes].sort((a, b) => Number(b.name === options.node) - Number(a.name === options.node));
+  const nodes = [...config.nodes]
+    .filter((n) => !options.only || n.name === options.node)
+    .sort((a, b) => Number(b.name === options.node) - Number(a.name === options.node));
   const endpoints: Endpoint[] = nodes.filter((n) => existsSync(n.socket)).map((n) => ({ kind: 'unix', path: n.socket }));
   if (existsSync(path.join(config.pkiDir, PKI_FILES.adminCert))) {
     const credentials = loadAdminCredentials(config.pkiDir);
@@ -104,6 +111,30 @@ export class CorralClient {
   /** Every lock resource of the cluster with its holders and waiters. */
   locks(): Promise<LockListingWire> {
     return this.call<LockListingWire>('GET', LOCK_PATHS.list);
+  }
+
+  /** Every resource group: its nodes, target level, and each node's report. */
+  groups(): Promise<GroupsStatusResponse> {
+    return this.call<GroupsStatusResponse>('GET', GROUP_PATHS.status);
+  }
+
+  /** Sets a group's target level; with `wait`, until every UP node of the group settled or `timeoutMs`. */
+  tell(group: string, level: string, options: { wait?: boolean; timeoutMs?: number } = {}): Promise<TellResponse> {
+    const timeoutMs = options.timeoutMs ?? 60_000;
+    return this.call<TellResponse>('POST', GROUP_PATHS.tell, { group, level, wait: options.wait === true, timeoutMs }, { timeoutMs: timeoutMs + this.config.timings.requestTimeoutMs + 2_000 });
+  }
+
+  /** Validates and publishes a group configuration cluster-wide. */
+  reload(groups: ClusterGroupConfig[], source: string): Promise<ReloadResponse> {
+    return this.call<ReloadResponse>('POST', GROUP_PATHS.reload, { groups, source });
+  }
+
+  /** Log lines of GROUP (optionally one TAG) on the agent this client reaches (use `only` to pick it). */
+  async logs(group: string, options: { tag?: string; lines?: number; follow?: boolean; signal?: AbortSignal } = {}): Promise<RpcStream<LogLine>> {
+    const q = new URLSearchParams({ group, lines: String(options.lines ?? 50), follow: options.follow ? '1' : '0' });
+    if (options.tag) q.set('tag', options.tag);
+    const rpc = await this.agent();
+    return rpc.stream<LogLine>('GET', `${GROUP_PATHS.logs}?${q.toString()}`, undefined, options.signal ? { signal: options.signal } : {});
   }
 
   /**

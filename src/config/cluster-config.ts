@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { CorralError } from '../api/errors.js';
+import { parseGroupsSection, type ClusterGroupConfig } from './groups.js';
 import { MapField, YamlView } from './yaml-view.js';
 
 export const NODE_NAME = /^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$/i;
@@ -69,6 +70,8 @@ export interface ClusterConfig {
   /** Where the coordinator accepts joins (TLS with a pre-shared key derived from the join token). */
   join: HostPort | undefined;
   timings: Timings;
+  /** Resource groups declared here (docs/groups.md); the cluster runs what `corral reload` published. */
+  groups: ClusterGroupConfig[];
 }
 
 export const defaultTimings: Timings = {
@@ -204,8 +207,9 @@ export function parseClusterConfig(text: string, file: string): ClusterConfig {
     joinMap.rejectUnknown();
   }
   const timings = parseTimings(root, timingDefaults(store.backend));
+  const groups = parseGroupsSection(root, nodes.map((n) => n.name));
   root.rejectUnknown();
-  return { file: abs, cluster, coordinator, pkiDir, store, nodes, join, timings };
+  return { file: abs, cluster, coordinator, pkiDir, store, nodes, join, timings, groups };
 }
 
 export function loadClusterConfig(file: string): ClusterConfig {
