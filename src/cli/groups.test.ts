@@ -11,6 +11,7 @@ import { spawn } from 'node:child_process';
 import { GROUP_KEYS } from '../api/groups-wire.js';
 import { loadClusterConfig, type ClusterConfig } from '../config/cluster-config.js';
 import { CORRAL } from '../testkit/cli.js';
+import { startEtcd, type EtcdCluster } from '../testkit/etcd.js';
 import { adminStore, LocalClusterFixture, sleep, waitUntil } from '../testkit/local.js';
 import { isProcessAlive } from '../util/process.js';
 
@@ -224,6 +225,11 @@ describe('cluster-wide resource groups on a local 3-node cluster', { timeout: 24
       }
     }, 10_000, 100);
     for (const e of reports.value) assert.match(e as string, /mode must be one of/);
+    const shown = await corral(['status']);
+    assert.match(shown.stdout, /group configuration invalid: .*mode must be one of.*corral reload/);
+    const tell = await corral(['tell', 'web', '1']);
+    assert.equal(tell.code, 78, tell.stderr);
+    assert.match(tell.stderr, /the group configuration in the store is invalid/);
     await sleep(300);
     const d = await detail('web');
     for (const node of ['n1', 'n2', 'n3']) assert.equal(proc(d, node, 'ticker').pid, proc(before, node, 'ticker').pid);
@@ -253,3 +259,36 @@ describe('cluster-wide resource groups on a local 3-node cluster', { timeout: 24
   });
 });
 
+
+describe('cluster-wide resource groups on the etcd store', { timeout: 180_000 }, () => {
+  const lc = new LocalClusterFixture(3);
+  let etcd: EtcdCluster | undefined;
+  before(async () => {
+    etcd = await startEtcd({ members: 1 });
+    const r = await lc.corral(['local', 'up', '-n', '3', '--dir', lc.dir, '--store', `etcd://${etcd.endpoints.join(',')}`], { timeoutMs: 90_000 });
+    assert.equal(r.code, 0, r.stderr);
+  });
+  after(async () => {
+    await lc.destroy();
+    await etcd?.stop();
+  });
+
+  it('reload, tell --wait, status and logs behave as on the embedded store', async () => {
+    const base = readFileSync(lc.config, 'utf8');
+    writeFileSync(lc.config, base + groupsYaml('e1'));
+    const r = await lc.corral(['reload'], { timeoutMs: 30_000 });
+    assert.equal(r.code, 0, r.stderr);
+    const t = await lc.corral(['tell', 'web', '1', '--wait'], { timeoutMs: 60_000 });
+    assert.equal(t.code, 0, t.stderr + t.stdout);
+    for (const node of ['n1', 'n2', 'n3']) assert.match(t.stdout, new RegExp(`${node}\\s+1\\s+DONE`));
+    const s = await lc.corral(['status', 'web', '--json'], { timeoutMs: 30_000 });
+    assert.equal(s.code, 0, s.stderr);
+    const d = JSON.parse(s.stdout) as GroupDetail;
+    assert.ok(d.nodes.every((n) => n.processes.some((p) => p.tag === 'ticker' && p.pid !== null && isProcessAlive(p.pid))));
+    const logs = await waitUntil('ticker output on every node', async () => {
+      const l = await lc.corral(['logs', 'web/ticker', '-n', '1'], { timeoutMs: 30_000 });
+      return ['n1', 'n2', 'n3'].every((n) => l.stdout.includes(`${n}/ticker: tick ${n}`)) ? l : undefined;
+    }, 10_000, 200);
+    assert.equal(logs.value.code, 0);
+  });
+});
