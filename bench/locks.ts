@@ -381,7 +381,7 @@ try {
   }
 
   // The CLI's fixed cost, against the private agent above (already running).
-  const withCa = { ...process.env, XDG_RUNTIME_DIR: dir };
+  const withCa = { ...process.env, CORRAL_RUNTIME_DIR: dir };
   const noCa: NodeJS.ProcessEnv = { ...withCa };
   delete noCa.NODE_EXTRA_CA_CERTS;
   const cli: Record<string, { nodeMs: number; lockMs: number; ratio: number }> = {};

@@ -133,8 +133,8 @@ describe("FLoM's use cases with corral lock", { concurrency: 6, timeout: 180_000
 
   it('6: multi-user synchronization — callers with different runtime directories share a lock on one --socket-name', async () => {
     const shared = td.socket();
-    const userA = { XDG_RUNTIME_DIR: td.runtime };
-    const userB = { XDG_RUNTIME_DIR: path.join(td.dir, 'run-b') };
+    const userA = { CORRAL_RUNTIME_DIR: path.join(td.runtime, 'corral') };
+    const userB = { CORRAL_RUNTIME_DIR: path.join(td.dir, 'run-b') };
     const g = gate();
     const a = td.start(['lock', `--socket-name=${shared}`, '-d', '2000', '--', 'sh', '-c', g.script], { env: userA });
     await g.waitReady();
@@ -144,6 +144,28 @@ describe("FLoM's use cases with corral lock", { concurrency: 6, timeout: 180_000
     assert.equal(statSync(shared).mode & 0o777, 0o666 & ~process.umask());
     g.release();
     await a.exited;
+  });
+
+  it('6b: the daemon of a shared socket dies under a holder: a caller from another runtime directory restarts it on the same store and is not let in', async () => {
+    const shared = td.socket();
+    const g = gate();
+    const a = td.start(['lock', `--socket-name=${shared}`, '-d', '-1', '--', 'sh', '-c', g.script], { env: { CORRAL_RUNTIME_DIR: path.join(td.dir, 'run-a') } });
+    await g.waitReady();
+    process.kill(await td.daemonPid(shared), 'SIGKILL');
+    const b = await td.corral(['lock', `--socket-name=${shared}`, '-o', '0', '--', 'true'], { env: { CORRAL_RUNTIME_DIR: path.join(td.dir, 'run-b') } });
+    assert.equal(b.code, 98, `the restarted daemon still knows the first holder: ${b.stderr}`);
+    g.release();
+    await a.exited;
+  });
+
+  it('6c: the default socket does not depend on XDG_RUNTIME_DIR: a cron job and a login shell of one user exclude each other', async () => {
+    const g = gate();
+    const a = td.start(['lock', '-r', 'uc6c', '--', 'sh', '-c', g.script], { env: { XDG_RUNTIME_DIR: path.join(td.dir, 'xdg-login') } });
+    await g.waitReady();
+    const cron = await td.corral(['lock', '-r', 'uc6c', '-o', '0', '--', 'true'], { env: { XDG_RUNTIME_DIR: '' } });
+    assert.equal(cron.code, 98, cron.stderr);
+    g.release();
+    assert.equal((await a.exited).code, 0);
   });
 
   it('10: at most N parallel processes — -r ping[2] -q 1', async () => {

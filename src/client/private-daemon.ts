@@ -3,10 +3,14 @@
 // in the background and use it. Two callers racing to start one end up sharing one (the daemon's
 // data directory lock and its socket bind are exclusive; the loser exits 0).
 //
-// Per-user directory: $XDG_RUNTIME_DIR/corral, else /tmp/corral-<uid>; mode 0700 and owned by the
-// user, or it is refused (a directory someone else prepared could hijack the socket). The default
-// socket is <dir>/lock.sock; each socket's daemon keeps its store in <dir>/private-<hash of the
-// socket path>/ and logs to agent.log there.
+// Per-user directory: /tmp/corral-<uid> (as flom's /tmp/flom-<login>), or $CORRAL_RUNTIME_DIR when
+// set; never $XDG_RUNTIME_DIR, which login shells have and cron jobs and services lack: the same
+// user's commands must find the same daemon wherever they run. Mode 0700 and owned by the user, or
+// it is refused (a directory someone else prepared could hijack the socket). The default socket is
+// <dir>/lock.sock. A socket's daemon keeps its store and log in <socket>.d/, next to the socket and
+// named by it alone, so whoever restarts the daemon of a shared socket (-s) opens the same store
+// (or is refused, if that directory is another user's): never an empty one that would grant a
+// lock the crashed daemon's holder may still be running under.
 
 import { spawn } from 'node:child_process';
 import { closeSync, lstatSync, mkdirSync, openSync, readFileSync } from 'node:fs';
@@ -15,8 +19,8 @@ import { fileURLToPath } from 'node:url';
 import { CorralError } from '../api/errors.js';
 
 export function privateRuntimeDir(env: NodeJS.ProcessEnv = process.env): string {
-  const xdg = env.XDG_RUNTIME_DIR;
-  if (xdg && path.isAbsolute(xdg)) return path.join(xdg, 'corral');
+  const own = env.CORRAL_RUNTIME_DIR;
+  if (own && path.isAbsolute(own)) return own;
   return `/tmp/corral-${process.getuid?.() ?? 'user'}`;
 }
 
@@ -24,21 +28,9 @@ export function defaultLockSocket(env: NodeJS.ProcessEnv = process.env): string 
   return path.join(privateRuntimeDir(env), 'lock.sock');
 }
 
-/** FNV-1a, 64 bits as two 32-bit halves: names a socket's data directory (no crypto import). */
-function hash16(text: string): string {
-  let a = 0x811c9dc5;
-  let b = 0x01000193 ^ 0x5bd1e995;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    a = Math.imul(a ^ c, 0x01000193);
-    b = Math.imul(b ^ c, 0x5bd1e995) ^ (b >>> 15);
-  }
-  return (a >>> 0).toString(16).padStart(8, '0') + (b >>> 0).toString(16).padStart(8, '0');
-}
-
-/** Where the daemon serving `socket` keeps its store and log. */
-export function privateDataDir(socket: string, env: NodeJS.ProcessEnv = process.env): string {
-  return path.join(privateRuntimeDir(env), `private-${hash16(path.resolve(socket))}`);
+/** Where the daemon serving `socket` keeps its store and log: derived from the socket path alone. */
+export function privateDataDir(socket: string): string {
+  return `${path.resolve(socket)}.d`;
 }
 
 /** Creates `dir` (mode 0700) if needed and checks it is the user's own and private. */
@@ -75,7 +67,7 @@ export function startPrivateDaemon(o: { socket: string; lifespanMs: number; sock
   const env = o.env ?? process.env;
   const runtime = privateRuntimeDir(env);
   ensurePrivateDir(runtime);
-  const dataDir = privateDataDir(o.socket, env);
+  const dataDir = privateDataDir(o.socket);
   ensurePrivateDir(dataDir);
   const logFile = path.join(dataDir, 'agent.log');
   const log = openSync(logFile, 'a', 0o600);

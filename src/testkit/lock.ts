@@ -21,7 +21,7 @@ export interface Holder {
 
 export class LockTestDir {
   readonly dir: string;
-  /** XDG_RUNTIME_DIR of every corral process started here. */
+  /** Holds CORRAL_RUNTIME_DIR (RUNTIME/corral) of every corral process started here. */
   readonly runtime: string;
   private readonly holders = new Set<Holder>();
   private sockets = 0;
@@ -39,7 +39,7 @@ export class LockTestDir {
   }
 
   get env(): NodeJS.ProcessEnv {
-    return { XDG_RUNTIME_DIR: this.runtime, CORRAL_CONFIG: '' };
+    return { CORRAL_RUNTIME_DIR: path.join(this.runtime, 'corral'), CORRAL_CONFIG: '' };
   }
 
   /** `corral ARGS...` with this directory's environment, bounded in time. */

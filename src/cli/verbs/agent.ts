@@ -109,7 +109,7 @@ async function runPrivate(args: Parameters<Verb['run']>[0], io: Parameters<Verb[
   const lifespanMs = int(args, 'lifespan') ?? 5000;
   const path = await import('node:path');
   const socketPath = path.resolve(socket);
-  const dataDir = path.resolve(str(args, 'data-dir') ?? privateDataDir(socketPath, io.env));
+  const dataDir = path.resolve(str(args, 'data-dir') ?? privateDataDir(socketPath));
   const { createAgentLogger } = await import('../../agent/logger.js');
   const { Agent } = await import('../../agent/agent.js');
   const { privateAgentConfig, privateNodeName } = await import('../../agent/private-agent.js');

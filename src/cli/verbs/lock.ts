@@ -32,7 +32,7 @@ const spec: VerbSpec = {
     { name: 'resource-create', short: 'e', type: 'string', value: 'yes|no', description: 'no: do not create the resource, wait until it exists (default yes)' },
     { name: 'resource-idle-lifespan', short: 'i', type: 'integer', value: 'MS', description: 'keep the resource and its state MS after its last use (default 0)' },
     { name: 'daemon-lifespan', short: 'd', type: 'integer', value: 'MS', description: 'start a private daemon if none answers, exiting after MS idle (default 5000); 0 never start one; negative: never exits' },
-    { name: 'socket-name', short: 's', type: 'string', value: 'PATH', description: 'private daemon socket (default $XDG_RUNTIME_DIR/corral/lock.sock or /tmp/corral-UID/lock.sock)' },
+    { name: 'socket-name', short: 's', type: 'string', value: 'PATH', description: 'private daemon socket (default /tmp/corral-UID/lock.sock, or $CORRAL_RUNTIME_DIR/lock.sock)' },
     { name: 'unicast-address', short: 'a', type: 'string', value: 'HOST', description: "lock through the agent at HOST over mutual TLS (the cluster's admin credentials)" },
     { name: 'unicast-port', short: 'p', type: 'integer', value: 'PORT', description: "that agent's port (default: the configured node's, else 7400)" },
     { name: 'config-file', short: 'c', type: 'string', value: 'FILE', description: 'read settings from a FLoM configuration file (INI)' },
