@@ -115,6 +115,13 @@ describe('corral lock: exit codes, options and the command', { concurrency: 6, t
     const noDaemon = await td.corral(['lock', '-s', td.socket(), '-d', '0', '--', 'true']);
     assert.equal(noDaemon.code, 99);
     assert.match(noDaemon.stderr, /no lock daemon answers on .* and -d 0 forbids starting one/);
+    // A socket path no retry can make usable fails at once, even with -o -1 (flom: 99); a silent
+    // endless retry would be killed by the run's 10 s bound instead.
+    const notDir = path.join(td.dir, 'plain-file');
+    writeFileSync(notDir, '');
+    const unusable = await td.corral(['lock', '-s', path.join(notDir, 'x.sock'), '-o', '-1', '--', 'true'], { timeoutMs: 10_000 });
+    assert.equal(unusable.code, 99, unusable.stderr);
+    assert.match(unusable.stderr, /cannot connect to the lock daemon socket .*\(ENOTDIR\): check its path and permissions/);
   });
 
   it('passes the fencing token and the element: CORRAL_FENCE rises, the element is the last argument and CORRAL_LOCK_VALUE', async () => {

@@ -343,6 +343,12 @@ async function acquirePrivate(socket: string, s: Settings, lock: LockOptions, de
         throw err;
       }
       const nobody = daemon.nobodyListens(err);
+      // Errors no retry can fix (a socket we may not use, a path that is not a socket): say so now.
+      const errno = (err.cause as NodeJS.ErrnoException | undefined)?.code;
+      if (errno !== undefined && PERMANENT_CONNECT_ERRORS.has(errno)) {
+        await rpc.close();
+        throw new CorralError('UNAVAILABLE', `cannot connect to the lock daemon socket ${socket} (${errno}): check its path and permissions, or choose another with -s`);
+      }
       if (s.lifespanMs === 0 && nobody) {
         await rpc.close();
         const why = (err.cause as NodeJS.ErrnoException | undefined)?.code ?? 'no answer';
@@ -376,6 +382,9 @@ async function acquirePrivate(socket: string, s: Settings, lock: LockOptions, de
     }
   }
 }
+
+/** connect(2) failures on a UNIX socket that waiting does not cure. */
+const PERMANENT_CONNECT_ERRORS = new Set(['EACCES', 'EPERM', 'ENOTSOCK', 'ENOTDIR', 'ENAMETOOLONG', 'ELOOP', 'EPROTOTYPE']);
 
 function remainingOf(timeoutMs: number, deadline: number): number {
   if (timeoutMs <= 0) return timeoutMs;
