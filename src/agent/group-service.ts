@@ -29,8 +29,8 @@ import {
   type TellNodeResult,
   type TellResponse,
 } from '../api/groups-wire.js';
-import { decodeGroups, nodesOf, runsOn, type ClusterGroupConfig } from '../config/groups.js';
-import { KEYS as MEMBER_KEYS, type MemberInfo } from '../coord/membership.js';
+import { decodeGroups, nodesOf, runsOn, WORD, type ClusterGroupConfig } from '../config/groups.js';
+import { KEYS as MEMBER_KEYS, parseJson, type MemberInfo } from '../coord/membership.js';
 import type { KeyValue, Revision, Store } from '../store/store.js';
 import type { Supervisor } from '../supervisor/supervisor.js';
 import type { GroupSpec, GroupState } from '../supervisor/types.js';
@@ -55,16 +55,10 @@ export interface GroupServiceOptions {
 }
 
 const SETTLED: readonly GroupState[] = ['DONE', 'PASSED', 'FAILED'];
-const WORD = /^[^\s:]+$/;
 const STATUS_COALESCE_MS = 20;
 
 function parse<T>(kv: KeyValue | undefined): T | undefined {
-  if (!kv) return undefined;
-  try {
-    return JSON.parse(kv.value) as T;
-  } catch {
-    return undefined;
-  }
+  return kv ? parseJson<T>(kv.value) : undefined;
 }
 
 export class GroupService {
@@ -74,6 +68,8 @@ export class GroupService {
   private loop: Promise<void> | undefined;
   private configRevision = 0n;
   private configError: string | undefined;
+  /** A new valid configuration waits for reconcile() to hand it to the supervisor. */
+  private configDirty = false;
   private groupsHere: ClusterGroupConfig[] = [];
   private readonly targets = new Map<string, { level: string; revision: Revision }>();
   private readonly applied = new Map<string, Revision>();
@@ -179,7 +175,6 @@ export class GroupService {
     }
   }
 
-  private configDirty = false;
 
   private onTarget(kv: KeyValue, type: 'put' | 'delete'): void {
     const group = kv.key.slice(GROUP_KEYS.target.length);

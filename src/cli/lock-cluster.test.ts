@@ -4,40 +4,37 @@
 // coordinator (or etcd) dying under a holder, and the listing.
 
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { LockListingWire } from '../api/lock-wire.js';
 import { loadClusterConfig } from '../config/cluster-config.js';
 import { startEtcd, type EtcdCluster } from '../testkit/etcd.js';
-import { LockTestDir, type Holder } from '../testkit/lock.js';
+import { LockTestDir, timedEvents, type Holder } from '../testkit/lock.js';
 import { LocalClusterFixture, sleep, waitUntil } from '../testkit/local.js';
 
-function events(file: string): Map<string, bigint> {
-  const out = new Map<string, bigint>();
-  if (!existsSync(file)) return out;
-  for (const line of readFileSync(file, 'utf8').trim().split('\n')) {
-    const [what, at] = line.split(' ');
-    if (what && at) out.set(what, BigInt(at));
-  }
-  return out;
-}
+const events = timedEvents;
 
 /** Waits for `what` in `file`; when `holder` is given and exits first, fails with its stderr. */
 async function appears(file: string, what: string, holder?: Holder, timeoutMs = 20_000): Promise<bigint> {
   let gone: { code: number | null } | undefined;
   void holder?.exited.then((r) => (gone = r));
-  const { value } = await waitUntil(
-    `${what} in ${path.basename(file)}`,
-    () => {
-      const at = events(file).get(what);
-      if (at === undefined && gone) throw new Error(`the holder exited (${String(gone.code)}) before writing ${what}: ${holder?.stderr() ?? ''}`);
-      return Promise.resolve(at);
-    },
-    timeoutMs,
-    10,
-  );
-  return value;
+  try {
+    const { value } = await waitUntil(
+      `${what} in ${path.basename(file)}`,
+      () => {
+        const at = events(file).get(what);
+        if (at === undefined && gone) throw new Error(`the holder exited (${String(gone.code)}) before writing ${what}: ${holder?.stderr() ?? ''}`);
+        return Promise.resolve(at);
+      },
+      timeoutMs,
+      10,
+    );
+    return value;
+  } catch (err) {
+    // A holder still waiting for its lock: what it said so far is the diagnosis.
+    if (holder && !gone) throw new Error(`${(err as Error).message}; the holder still waits, its stderr: ${JSON.stringify(holder.stderr())}`, { cause: err });
+    throw err;
+  }
 }
 
 const holding = (log: string, tag = 'first'): string =>

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { LockListingWire } from '../api/lock-wire.js';
 import { isProcessAlive } from '../util/process.js';
-import { LockTestDir } from '../testkit/lock.js';
+import { LockTestDir, timedEvents } from '../testkit/lock.js';
 import { sleep, waitUntil } from '../testkit/local.js';
 
 const td = new LockTestDir();
@@ -17,15 +17,7 @@ after(() => td.destroy());
 /** Wall-clock nanoseconds as `date +%s%N` writes them, comparable across the processes of a test. */
 const now = (): bigint => BigInt(Date.now()) * 1_000_000n;
 
-function events(file: string): Map<string, bigint> {
-  const out = new Map<string, bigint>();
-  if (!existsSync(file)) return out;
-  for (const line of readFileSync(file, 'utf8').trim().split('\n')) {
-    const [what, at] = line.split(' ');
-    if (what && at) out.set(what, BigInt(at));
-  }
-  return out;
-}
+const events = timedEvents;
 
 async function appears(file: string, what: string, timeoutMs = 15_000): Promise<bigint> {
   const { value } = await waitUntil(`${what} in ${path.basename(file)}`, () => Promise.resolve(events(file).get(what)), timeoutMs, 10);

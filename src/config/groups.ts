@@ -37,7 +37,8 @@ export interface ClusterGroupConfig {
   env?: Record<string, string>;
 }
 
-const WORD = /^[^\s:]+$/;
+/** A group name, tag or level: one word without whitespace or ':' (a cltab field). */
+export const WORD = /^[^\s:]+$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const MAX_GROUPS = 1000;
 const MAX_ENTRIES = 1000;

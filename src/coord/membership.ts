@@ -40,7 +40,8 @@ export interface ClusterView {
   revision: bigint;
 }
 
-function parseJson<T>(text: string): T | undefined {
+/** JSON.parse that answers undefined for text that is not JSON (values written by other versions). */
+export function parseJson<T>(text: string): T | undefined {
   try {
     return JSON.parse(text) as T;
   } catch {

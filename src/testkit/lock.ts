@@ -3,12 +3,23 @@
 // holders as child processes, and a teardown that stops every daemon and child by pid.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { isProcessAlive } from '../util/process.js';
 import { CORRAL, runCorral, type RunResult } from './cli.js';
 import { sleep, waitUntil } from './local.js';
+
+/** A journal of `WHAT NANOSECONDS` lines that commands append (`echo first $(date +%s%N) >> LOG`). */
+export function timedEvents(file: string): Map<string, bigint> {
+  const out = new Map<string, bigint>();
+  if (!existsSync(file)) return out;
+  for (const line of readFileSync(file, 'utf8').trim().split('\n')) {
+    const [what, at] = line.split(' ');
+    if (what && at) out.set(what, BigInt(at));
+  }
+  return out;
+}
 
 export interface Holder {
   pid: number;
