@@ -10,6 +10,7 @@ import { loadNodeCredentials, type PemCredentials } from '../config/pki-files.js
 import { Membership } from './membership-keeper.js';
 import { addAgentRoutes } from './routes.js';
 import { addGroupRoutes } from './group-routes.js';
+import { addFanoutRoutes } from './fanout-routes.js';
 import { GroupService } from './group-service.js';
 import { addLockRoutes } from './lock-routes.js';
 import { LOCK_SESSION_MIN_TTL_SECONDS, LockService } from './lock-service.js';
@@ -161,6 +162,7 @@ export class Agent {
         logger: logger.child({ component: 'groups' }),
       });
       addGroupRoutes(this.server, this.groups, this.name);
+      addFanoutRoutes(this.server, this);
     }
     await this.server.listenUnix(this.self.socket, { mode: this.opts.private?.socketMode ?? 0o600 });
     if (!this.opts.private) {

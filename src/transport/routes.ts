@@ -12,12 +12,29 @@ export interface RpcRequest {
   /** The parsed JSON body; undefined when the request had none. */
   body: unknown;
   peer: PeerIdentity;
+  /**
+   * Routes added with `input: true`: the request body's bytes after its first line (that line is
+   * the JSON `body`). Unread input is discarded when the handler answers.
+   */
+  input?: NodeJS.ReadableStream & AsyncIterable<Buffer>;
   /** Aborts when the client goes away or the server closes; streaming handlers must honour it. */
   signal: AbortSignal;
 }
 
-/** A Promise answers once (application/json); an AsyncIterable is a stream (application/x-ndjson). */
+/**
+ * A Promise answers once (application/json); an AsyncIterable is a stream (application/x-ndjson);
+ * a Promise of a RawResponse answers with bytes (application/octet-stream).
+ */
 export type RpcHandler = (req: RpcRequest) => Promise<unknown> | AsyncIterable<unknown>;
+
+/** An answer of raw bytes (a file's content), sent with backpressure; an error mid-way resets the stream. */
+export class RawResponse {
+  constructor(
+    readonly body: AsyncIterable<Buffer | Uint8Array>,
+    /** Extra response headers (lower-case names, ASCII values). */
+    readonly headers: Record<string, string> = {},
+  ) {}
+}
 
 export interface RouteOptions {
   /**
@@ -25,11 +42,17 @@ export interface RouteOptions {
    * PSK peers: a joining node reaches only the routes that name it explicitly.
    */
   allow?: (peer: PeerIdentity) => boolean;
+  /**
+   * The body is one JSON line (parsed into `body`, at most maxBodyBytes) followed by raw bytes the
+   * handler reads from `input` as they arrive (a file's content, a command's stdin).
+   */
+  input?: boolean;
 }
 
 export interface Route {
   handler: RpcHandler;
   allow: (peer: PeerIdentity) => boolean;
+  input: boolean;
 }
 
 /** A lookup failure, with the HTTP status to answer (405 is not in the catalogue's statuses). */
@@ -50,7 +73,7 @@ export class RouteTable {
     if (!VERSIONED_PATH.test(path)) throw new CorralError('INTERNAL', `route path '${path}' must look like /v1/name`);
     const byMethod = this.routes.get(path) ?? new Map<string, Route>();
     if (byMethod.has(method)) throw new CorralError('INTERNAL', `route ${method} ${path} registered twice`);
-    byMethod.set(method, { handler, allow: opts.allow ?? defaultAllow });
+    byMethod.set(method, { handler, allow: opts.allow ?? defaultAllow, input: opts.input ?? false });
     this.routes.set(path, byMethod);
   }
 
