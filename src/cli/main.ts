@@ -21,6 +21,7 @@ export const verbs: Record<string, () => Promise<{ verb: Verb }>> = {
   tell: () => import('./verbs/tell.js'),
   reload: () => import('./verbs/reload.js'),
   logs: () => import('./verbs/logs.js'),
+  run: () => import('./verbs/run.js'),
 };
 
 

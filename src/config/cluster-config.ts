@@ -200,7 +200,7 @@ function parseNodeGroups(root: MapField): Record<string, string> | undefined {
   const out: Record<string, string> = {};
   for (const { key } of m.keys()) {
     if (!NODE_NAME.test(key)) m.fail(key, 'a node group name is letters, digits, ".", "_" and "-"');
-    const expr = m.string(key, { required: true, hint: 'a node set, e.g. "n[1-3],web1"' }) as string;
+    const expr = m.string(key, { required: true, hint: 'a node set, e.g. "n[1-3],web1"' });
     try {
       expandNodeSet(expr);
     } catch (err) {

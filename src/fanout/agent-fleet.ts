@@ -14,12 +14,10 @@ import {
 } from '../api/fanout-wire.js';
 import type { CorralClient } from '../client/client.js';
 import type { Fleet, NodeCall } from './fleet.js';
+import { chunksOf } from './async-queue.js';
 
 const LONG = 24 * 3600 * 1000;
 
-async function* bufferChunks(buffer: Buffer): AsyncGenerator<Buffer> {
-  for (let i = 0; i < buffer.length; i += 64 * 1024) yield buffer.subarray(i, i + 64 * 1024);
-}
 
 export class AgentFleet implements Fleet {
   constructor(private readonly client: CorralClient) {}
@@ -35,7 +33,7 @@ export class AgentFleet implements Fleet {
 
   async *exec(args: FanoutExecArgs, stdin: Buffer | undefined, signal: AbortSignal): AsyncGenerator<FanoutEvent> {
     const rpc = await this.client.rpc();
-    const res = await rpc.open(FANOUT_PATHS.exec, args, { ...(stdin ? { input: bufferChunks(stdin) } : {}), signal, timeoutMs: LONG });
+    const res = await rpc.open(FANOUT_PATHS.exec, args, { ...(stdin ? { input: chunksOf(stdin) } : {}), signal, timeoutMs: LONG });
     yield* res.lines<FanoutEvent>();
   }
 

@@ -84,7 +84,7 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
           if (this.error !== undefined) {
             const err = this.error;
             this.error = undefined;
-            return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+            return Promise.reject(err instanceof Error ? err : new Error('the producer failed'));
           }
           return Promise.resolve({ value: undefined, done: true });
         }
@@ -100,5 +100,13 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
         return Promise.resolve({ value: undefined, done: true });
       },
     };
+  }
+}
+
+/** A buffer as an async stream of 64 KiB chunks. */
+export async function* chunksOf(buffer: Buffer): AsyncGenerator<Buffer> {
+  for (let i = 0; i < buffer.length; i += 64 * 1024) {
+    yield buffer.subarray(i, i + 64 * 1024);
+    await Promise.resolve();
   }
 }

@@ -12,7 +12,6 @@ import path from 'node:path';
 import { CorralError } from '../api/errors.js';
 import type {
   ExecEvent,
-  FileEntry,
   ListedEntry,
   NodeCheckArgs,
   NodeCheckResult,
@@ -147,7 +146,7 @@ export class NodeOps {
     if (!Array.isArray(args.files) || args.files.length > 1_000_000) throw new CorralError('BAD_REQUEST', 'check needs files: a list of entries');
     const dest = this.destination(args.dest);
     const present: boolean[] = [];
-    for (const f of args.files as FileEntry[]) {
+    for (const f of args.files) {
       const target = path.join(dest, checkRelative('file', f.path));
       try {
         const st = await stat(target);

@@ -18,7 +18,7 @@ import {
 } from '../api/fanout-wire.js';
 import { expandNodeSet } from '../config/nodeset.js';
 import type { RpcClient } from '../transport/client.js';
-import { AsyncQueue } from './async-queue.js';
+import { AsyncQueue, chunksOf } from './async-queue.js';
 import type { NodeOps } from './node-ops.js';
 
 export interface RelayHost {
@@ -91,9 +91,6 @@ async function window<T>(items: readonly T[], limit: number, signal: AbortSignal
   return skipped;
 }
 
-async function* chunksOf(buffer: Buffer): AsyncGenerator<Buffer> {
-  for (let i = 0; i < buffer.length; i += 64 * 1024) yield buffer.subarray(i, i + 64 * 1024);
-}
 
 async function readAllInput(input: AsyncIterable<Buffer> | undefined): Promise<Buffer | undefined> {
   if (!input) return undefined;

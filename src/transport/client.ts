@@ -187,7 +187,7 @@ export class RpcClient {
     const status = Number(headers[':status']);
     const never = new AbortController().signal;
     if (status < 200 || status > 299) this.decode(status, await this.readAll(req, signal ?? never, what), 'POST', path);
-    const contentType = String(headers['content-type'] ?? '');
+    const contentType = typeof headers['content-type'] === 'string' ? headers['content-type'] : '';
     return {
       contentType,
       headers,

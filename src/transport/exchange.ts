@@ -86,7 +86,7 @@ export class Exchange {
         query,
         body,
         peer: this.peer,
-        ...(route.input ? { input: this.stream as unknown as NonNullable<RpcRequest['input']> } : {}),
+        ...(route.input ? { input: this.stream } : {}),
         get signal() {
           return signal();
         },
