@@ -2,6 +2,7 @@
 // cluster's agents, or --ssh with a hosts file), --fanout, and Ctrl-C handling. Imports nothing
 // heavy at load time.
 
+import { setMaxListeners } from 'node:events';
 import type { TargetSpec } from '../api/fanout-wire.js';
 import { commonOptions, flag, int, str, type OptionSpec, type ParsedArgs } from './args.js';
 import { UsageError } from './args.js';
@@ -57,6 +58,8 @@ export async function openFleet(args: ParsedArgs, io: CliIO): Promise<Fleet> {
 /** Ctrl-C (and SIGTERM) abort the returned signal once; the second Ctrl-C exits at once. */
 export function interruptible(): { signal: AbortSignal; dispose(): void } {
   const controller = new AbortController();
+  // Every transfer in flight listens to it.
+  setMaxListeners(0, controller.signal);
   const onSignal = (): void => {
     if (controller.signal.aborted) process.exit(130);
     controller.abort(new Error('interrupted'));

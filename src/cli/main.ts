@@ -22,6 +22,10 @@ export const verbs: Record<string, () => Promise<{ verb: Verb }>> = {
   reload: () => import('./verbs/reload.js'),
   logs: () => import('./verbs/logs.js'),
   run: () => import('./verbs/run.js'),
+  mkdir: () => import('./verbs/mkdir.js'),
+  push: () => import('./verbs/push.js'),
+  scatter: () => import('./verbs/scatter.js'),
+  gather: () => import('./verbs/gather.js'),
 };
 
 

@@ -2,6 +2,7 @@
 // every target (itself in process, the others over the agent's persistent mutual-TLS connections)
 // with a sliding window of `fanout` nodes, and merges the answers into one node-tagged stream.
 
+import { setMaxListeners } from 'node:events';
 import { CorralError } from '../api/errors.js';
 import {
   FANOUT_PATHS,
@@ -135,6 +136,7 @@ export class Relay {
     const stdin = await readAllInput(input);
     queue.push({ t: 'plan', nodes });
     const stop = new AbortController();
+    setMaxListeners(0, stop.signal, signal);
     const onAbort = (): void => stop.abort();
     signal.addEventListener('abort', onAbort, { once: true });
     const finished = new Set<string>();
@@ -210,6 +212,7 @@ export class Relay {
     } else nodes = (await this.targets(args.targets)).nodes;
     queue.push({ t: 'plan', nodes });
     const timeoutMs = args.timeoutMs ?? 600_000;
+    setMaxListeners(0, signal);
     await window(nodes, fanout, signal, async (node) => {
       const started = performance.now();
       const ms = (): number => Math.round((performance.now() - started) * 1000) / 1000;
@@ -240,6 +243,7 @@ export class Relay {
     if (!Array.isArray(args.nodes) || args.nodes.length === 0 || !args.put) throw new CorralError('BAD_REQUEST', 'put needs nodes and put: {dest, file}');
     const { all } = await this.host.nodes();
     const nodes = resolveTargets({ nodes: args.nodes.map(String).join(',') }, all, this.host.groups);
+    setMaxListeners(0, signal);
     const sinks = nodes.map(() => new AsyncQueue<Buffer>(16));
     const results = nodes.map((node, i) => this.putNode(node, args, sinks[i] as AsyncQueue<Buffer>, signal));
     // Feed every sink; a node that failed stops reading and is left out of the waiting.
