@@ -94,6 +94,8 @@ export interface NodeCheckResult {
 export interface NodePutArgs {
   dest: string;
   file: FileEntry;
+  /** fdatasync the file before it is renamed into place (rsync --fsync); default off, as scp and rsync. */
+  fsync?: boolean;
 }
 
 export interface NodePutResult {

@@ -5,12 +5,12 @@
 
 import { createHash, randomBytes, randomInt } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { chmod, lstat, mkdir, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { CorralError } from '../api/errors.js';
 import { FANOUT_PATHS, type FileEntry, type ListedEntry, type NodeCheckResult, type NodeListResult } from '../api/fanout-wire.js';
 import type { Fleet, NodeCall } from './fleet.js';
-import { sha256File } from './node-ops.js';
+import { sha256File, SMALL_FILE } from './node-ops.js';
 import { Progress, type ProgressSink } from './progress.js';
 
 export interface LocalFile extends FileEntry {
@@ -100,7 +100,7 @@ export async function planSources(sources: readonly string[], opts: { include?: 
   }
   await pool(files, HASH_CONCURRENCY, async (f) => {
     try {
-      f.sha256 = await sha256File(f.abs);
+      f.sha256 = await sha256File(f.abs, f.size);
     } catch (err) {
       throw statError(err, f.abs);
     }
@@ -183,6 +183,8 @@ export interface TransferOptions {
   progress?: ProgressSink;
   label: string;
   fanout?: number;
+  /** fdatasync each file on its node before it is renamed into place. */
+  fsync?: boolean;
   /** Called after a file is in place (or already was) on `node`, verified. */
   onVerified?: (file: LocalFile, node: string) => void;
 }
@@ -236,7 +238,7 @@ export async function transfer(fleet: Fleet, nodes: string[], plan: LocalPlan, w
       let results;
       try {
         const { path: p, size, mode, sha256 } = file;
-        results = await fleet.put(to, { dest: opts.dest, file: { path: p, size, mode, sha256 } }, () => createReadStream(file.abs, { highWaterMark: 256 * 1024 }) as AsyncIterable<Buffer>, opts.signal);
+        results = await fleet.put(to, { dest: opts.dest, file: { path: p, size, mode, sha256 }, ...(opts.fsync ? { fsync: true } : {}) }, () => readSource(file), opts.signal);
       } catch (err) {
         if (opts.signal.aborted) return;
         const e = CorralError.from(err);
@@ -257,6 +259,15 @@ export async function transfer(fleet: Fleet, nodes: string[], plan: LocalPlan, w
   );
   progress?.done();
   return nodes.map((n) => reports.get(n) as NodeReport);
+}
+
+/** A file's bytes: small files in one read, large ones streamed. */
+async function* readSource(file: LocalFile): AsyncGenerator<Buffer> {
+  if (file.size <= SMALL_FILE) {
+    yield await readFile(file.abs);
+    return;
+  }
+  yield* createReadStream(file.abs, { highWaterMark: 256 * 1024 }) as AsyncIterable<Buffer>;
 }
 
 /** 0 all ok, 1 some operation failed, 4 some node unreachable, 130 interrupted. */
@@ -347,7 +358,7 @@ export async function gather(fleet: Fleet, nodes: string[], remote: string, loca
       if (report.unreachable !== undefined) return;
       try {
         const existing = await stat(job.localAbs).catch(() => undefined);
-        if (existing?.isFile() && existing.size === job.entry.size && (await sha256File(job.localAbs)) === job.entry.sha256) {
+        if (existing?.isFile() && existing.size === job.entry.size && (await sha256File(job.localAbs, existing.size)) === job.entry.sha256) {
           report.unchanged++;
         } else {
           const bytes = await fetchVerified(fleet, job.node, job.remoteAbs, job.localAbs, job.entry, opts.signal);
