@@ -1,7 +1,9 @@
 // Fan-out endpoints. /v1/node/* act on this machine: operators (local socket, admin certificate)
-// and peer agents (node certificates, relaying an operator's request) may call them, so every node
-// of a cluster is trusted with every other, as in any cluster manager that can start anything
-// anywhere. /v1/fanout/* relay to many nodes and are for operators only.
+// and the agents of nodes listed in corral.yaml (relaying an operator's request) may call them.
+// Those nodes were provisioned by the administrator and are trusted with each other, as in any
+// cluster manager that can start anything anywhere. A node that joined with the join token holds
+// a node certificate too, but is not trusted to run commands elsewhere: it can be a target, not a
+// relay. /v1/fanout/* relay to many nodes and are for operators only.
 
 import { CorralError } from '../api/errors.js';
 import { FANOUT_PATHS } from '../api/fanout-wire.js';
@@ -17,9 +19,9 @@ import type { PeerIdentity } from '../transport/types.js';
 import type { Agent } from './agent.js';
 import { isOperator } from './routes.js';
 
-const operatorOrNode = (peer: PeerIdentity): boolean => isOperator(peer) || (peer.kind === 'tls' && peer.role === 'node');
-
 export function addFanoutRoutes(server: RpcServer, agent: Agent): void {
+  const configured = new Set(agent.config.nodes.map((n) => n.name));
+  const operatorOrNode = (peer: PeerIdentity): boolean => isOperator(peer) || (peer.kind === 'tls' && peer.role === 'node' && configured.has(peer.commonName));
   const self = agent.self;
   const ops = new NodeOps({
     node: agent.name,
