@@ -202,11 +202,19 @@ for (const backend of ['embedded', 'etcd'] as const) {
 
     it('11: one writer, at most N readers — nested: `corral lock -l CR -- corral lock -r rd[2] -- reader`', async () => {
       const j = journal('uc11');
-      const nested = (i: number): string[] => ['-l', 'CR', '-r', 'UC11', '--', CORRAL, 'lock', ...where(), '-r', 'rd[2]', '--', 'sh', '-c', `${j.line(`r${i}`, 'enter')}; sleep 0.3; ${j.line(`r${i}`, 'leave')}`];
+      // Readers hold until the gate opens, so that two are inside together however slowly the
+      // nested corral lock processes start on a loaded machine.
+      const g = gate();
+      const nested = (i: number): string[] => ['-l', 'CR', '-r', 'UC11', '--', CORRAL, 'lock', ...where(), '-r', 'rd[2]', '--', 'sh', '-c', `${j.line(`r${i}`, 'enter')}; ${g.script}; sleep 0.1; ${j.line(`r${i}`, 'leave')}`];
       // A writer takes PW (compatible with CR readers, exclusive among writers).
       const w = (i: number): string[] => ['-l', 'PW', '-r', 'UC11', '--', 'sh', '-c', `${j.line(`w${i}`, 'enter')}; sleep 0.3; ${j.line(`w${i}`, 'leave')}`];
       const readers = Array.from({ length: 4 }, (_, i) => start(nested(i)));
       const writers = [start(w(0)), start(w(1))];
+      const readersIn = (): number => peak(j.read().filter((l) => l.startsWith('r')));
+      await waitUntil('two readers inside', () => Promise.resolve(readersIn() >= 2 ? true : undefined), 30_000, 20);
+      await sleep(300);
+      assert.equal(readersIn(), 2, 'no third reader while two hold rd[2]');
+      g.release();
       for (const h of [...readers, ...writers]) assert.equal((await h.exited).code, 0, h.stderr());
       const lines = j.read();
       assert.equal(peak(lines.filter((l) => l.startsWith('r'))), 2, 'at most two readers at once');
@@ -221,12 +229,18 @@ for (const backend of ['embedded', 'etcd'] as const) {
       assert.deepEqual(values, ['blue', 'green', 'red']);
       for (const g of gates3) g.release();
       await Promise.all(holders.map((h) => h.exited));
-      // With an idle lifespan the index survives between holders (flom keeps it while its locker lives).
+      // With an idle lifespan the index survives between holders (flom keeps it while its locker
+      // lives). Long enough that a loaded machine's slow process starts do not outlast it.
       const seq: string[] = [];
-      for (let i = 0; i < 4; i++) seq.push((await lock(['-r', 'one.two.three', '-i', '3000', '--', 'echo'])).stdout.trim());
+      for (let i = 0; i < 4; i++) seq.push((await lock(['-r', 'one.two.three', '-i', '10000', '--', 'echo'])).stdout.trim());
       assert.deepEqual(seq, ['one', 'two', 'three', 'one']);
-      await sleep(4200);
-      assert.equal((await lock(['-r', 'one.two.three', '--', 'echo'])).stdout.trim(), 'one', 'forgotten once the idle lifespan has passed (flom: after its daemon exits)');
+      // Forgotten once the idle lifespan has passed (flom: after its daemon exits): it starts over.
+      assert.equal((await lock(['-r', 'uno.dos.tres', '-i', '1000', '--', 'echo'])).stdout.trim(), 'uno');
+      await waitUntil('uno.dos.tres to be forgotten', async () => {
+        const listing = JSON.parse((await locks()).stdout) as { resources: { name: string }[] };
+        return listing.resources.some((r) => r.name === 'uno.dos.tres') ? undefined : true;
+      }, 15_000, 100);
+      assert.equal((await lock(['-r', 'uno.dos.tres', '--', 'echo'])).stdout.trim(), 'uno', 'forgotten once the idle lifespan has passed');
     });
 
     it('13: passing the set element as an argument — the script gets it last; a 4th requester with -o 0 fails', async () => {
@@ -296,7 +310,8 @@ for (const backend of ['embedded', 'etcd'] as const) {
       const commands = ['true', 'true', 'true', 'echo', 'true', 'true', 'echo', 'false', 'echo', 'false', 'echo', 'true', 'echo'];
       const run = async (resource: string): Promise<string> => {
         let out = '';
-        for (const c of commands) out += (await lock(['-r', resource, '-i', '3000', '--', c])).stdout;
+        // The idle lifespan keeps the counter between runs, however slowly each corral lock starts.
+        for (const c of commands) out += (await lock(['-r', resource, '-i', '10000', '--', c])).stdout;
         return out.trim().split('\n').join(' ');
       };
       const [transactional, plain] = await Promise.all([run('_S_uca[1]'), run('_s_ucb[1]')]);
