@@ -280,7 +280,7 @@ for (const backend of ['embedded', 'etcd'] as const) {
       const during = (r: Run): boolean => outages.some((o) => r.requested <= o.to && (r.ended ?? 0n) >= o.from);
       const failed = [...runs.values()].filter((r) => r.code === 99 && !(during(r) && /\[(STORE_)?UNAVAILABLE\]/.test(r.holder.stderr())));
       assert.deepEqual(failed.map((r) => `${r.id}: ${r.holder.stderr()}`), [], 'corral lock exits 99 only while the agent or etcd is down');
-      t.diagnostic(`${all.length} tenures, ${pairs} conflicting pairs checked, ${shared} compatible overlaps, ${ordered} ordered pairs; ${disruptions.join('; ')}; the workers ended at ${workersDone.toFixed(1)} s`);
+      t.diagnostic(`${all.length} tenures, ${pairs} conflicting pairs checked, ${shared} compatible overlaps, ${ordered} ordered pairs; ${exits.filter((c) => c === 98).length} lost (98), ${exits.filter((c) => c === 99).length} refused while down (99); ${disruptions.join('; ')}; the workers ended at ${workersDone.toFixed(1)} s`);
       assert.ok(all.length >= 40 && pairs >= 200 && shared >= 3 && ordered >= 300, `${all.length} tenures, ${pairs} conflicting pairs, ${shared} shared, ${ordered} ordered`);
       assert.ok(exits.filter((c) => c === 98).length >= 2, `holders lost their locks when the ${server} died or froze`);
     });
