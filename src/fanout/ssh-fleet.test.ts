@@ -98,6 +98,7 @@ function entry(rel: string, data: Buffer, mode = 0o644): FileEntry {
 }
 
 async function* once(data: Buffer): AsyncGenerator<Buffer> {
+  await Promise.resolve();
   yield data;
 }
 
