@@ -73,8 +73,8 @@ function targetSpec(t: unknown): TargetSpec {
   return { ...(typeof nodes === 'string' ? { nodes } : {}), ...(typeof exclude === 'string' ? { exclude } : {}), all: all === true };
 }
 
-/** Runs `work` for each item with at most `limit` at once; stops starting new ones once `signal` aborts. */
-async function window<T>(items: readonly T[], limit: number, signal: AbortSignal, work: (item: T, index: number) => Promise<void>): Promise<number[]> {
+/** Runs `work` for each item with at most `limit` at once (a sliding window); stops starting new ones once `signal` aborts and returns the indexes it skipped. */
+export async function window<T>(items: readonly T[], limit: number, signal: AbortSignal, work: (item: T, index: number) => Promise<void>): Promise<number[]> {
   const skipped: number[] = [];
   let next = 0;
   const runner = async (): Promise<void> => {

@@ -1,0 +1,261 @@
+// What the SSH fleet runs on the remote side: small POSIX sh scripts that need only sh, coreutils,
+// find, xargs and setsid. Every value reaches them as a single-quoted word, never spliced into
+// code, and the remote login shell runs `exec /bin/sh -c SCRIPT sh ARGS...` (so the login shell
+// must parse POSIX single quotes: sh, bash, dash, ksh, zsh).
+
+/** One word for a POSIX shell: single-quoted, a `'` becomes `'\''`. */
+export function shq(word: string): string {
+  return `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The remote command line that runs `script` under /bin/sh with `args` as "$@". */
+export function remoteCommand(script: string, args: readonly string[] = []): string {
+  return ['exec', '/bin/sh', '-c', shq(script), 'sh', ...args.map(shq)].join(' ');
+}
+
+export interface WrapperOptions {
+  /** Random hex that marks the wrapper's own lines on stderr. */
+  nonce: string;
+  /** The command's argv (already /bin/sh -c LINE for --shell). */
+  argv: readonly string[];
+  env: Record<string, string>;
+  cwd?: string;
+  /** The command reads the session's stdin; otherwise it gets /dev/null and a watchdog reads it. */
+  stdin: boolean;
+  /** A script sent first on stdin (its byte count), written to a private directory and run. */
+  script?: { name: string; size: number; rand: string };
+  /** How long the watchdog waits between SIGTERM and SIGKILL when the session goes away. */
+  killGraceMs: number;
+}
+
+function seconds(ms: number): string {
+  return (Math.max(0, ms) / 1000).toFixed(3);
+}
+
+/**
+ * The remote side of one exec. It runs the command in a session (and process group) of its own
+ * under setsid, prints `corral-NONCE start PGID` on stderr just before exec'ing it, waits, and
+ * prints `corral-NONCE exit STATUS` last. The local side strips both lines, learns the group to
+ * kill from the first, and tells the command's status from a lost connection by the second.
+ * Without --stdin a watchdog holds the session's stdin: when the SSH session ends early (the local
+ * client died), it reads end-of-file and kills the command's group.
+ */
+export function execWrapper(o: WrapperOptions): string {
+  const inner = [
+    `command -v "$1" >/dev/null 2>&1 || { printf 'corral: %s: command not found\\n' "$1" >&2; exit 127; }`,
+    `printf 'corral-${o.nonce} start %s\\n' "$$" >&2`,
+    'exec "$@"',
+  ].join('; ');
+  const lines = [
+    `N=${o.nonce}`,
+    `fin() { printf 'corral-%s exit %s\\n' "$N" "$1" >&2; exit "$1"; }`,
+    `command -v setsid >/dev/null 2>&1 || { printf 'corral: setsid (util-linux) is missing on this host; corral --ssh needs it\\n' >&2; fin 127; }`,
+    'S=',
+  ];
+  if (o.script) {
+    const file = `"$S"/${shq(o.script.name)}`;
+    lines.push(
+      `S="$PWD"/.corral/scripts/${o.script.rand}`,
+      `(umask 077 && mkdir -p -- "$S") || fin 126`,
+      o.script.size > 0
+        ? `dd bs=${o.script.size} count=1 iflag=fullblock of=${file} 2>/dev/null || { rm -rf -- "$S"; fin 126; }`
+        : `: > ${file} || { rm -rf -- "$S"; fin 126; }`,
+      `chmod 700 ${file} || { rm -rf -- "$S"; fin 126; }`,
+      `set -- ${file} "$@"`,
+    );
+  }
+  if (o.cwd !== undefined) lines.push(`cd -- ${shq(o.cwd)} || { [ -z "$S" ] || rm -rf -- "$S"; fin 126; }`);
+  for (const [k, v] of Object.entries(o.env)) lines.push(`${k}=${shq(v)}; export ${k}`);
+  lines.push(
+    'exec 3<&0',
+    `setsid /bin/sh -c ${shq(inner)} sh "$@" ${o.stdin ? '<&3' : '</dev/null'} 3<&- &`,
+    'pid=$!',
+    'w=',
+  );
+  if (!o.stdin) {
+    const watchdog = `cat >/dev/null 2>&1; kill -TERM -"$1" 2>/dev/null; sleep ${seconds(o.killGraceMs)}; kill -KILL -"$1" 2>/dev/null`;
+    lines.push(`setsid /bin/sh -c ${shq(watchdog)} sh "$pid" <&3 >/dev/null 2>&1 3<&- &`, 'w=$!');
+  }
+  lines.push(
+    'exec 3<&-',
+    // (dash reports a job killed by a signal as "Terminated" on stderr; the command did not print it)
+    'wait "$pid" 2>/dev/null; rc=$?',
+    '[ -z "$w" ] || kill -TERM -"$w" 2>/dev/null',
+    '[ -z "$S" ] || rm -rf -- "$S"',
+    'fin "$rc"',
+  );
+  return lines.join('\n');
+}
+
+/**
+ * Ends a command's process group: SIGTERM, then SIGKILL once the leader is gone or `graceMs` has
+ * passed, so nothing of the group survives the answer.
+ */
+export function killScript(pgid: number, graceMs: number): string {
+  const polls = Math.max(0, Math.ceil(graceMs / 50));
+  return [
+    `kill -TERM -${pgid} 2>/dev/null || exit 0`,
+    `i=0; while [ "$i" -lt ${polls} ] && kill -0 ${pgid} 2>/dev/null; do sleep 0.05; i=$((i+1)); done`,
+    `kill -KILL -${pgid} 2>/dev/null; exit 0`,
+  ].join('\n');
+}
+
+// The file operations. Each prints "$PWD" and a NUL first (relative paths resolve against it), and
+// exits with a status that names the step that failed; the tool's message is on stderr.
+
+export const STEP = {
+  mkdirParent: 10,
+  writeTemp: 11,
+  tooFew: 12,
+  tooMany: 13,
+  shaMismatch: 14,
+  place: 15,
+  notFound: 20,
+  notFile: 21,
+  notReadable: 22,
+  mkdir: 30,
+  list: 40,
+} as const;
+
+/** mkdir: NUL-separated paths on stdin; prints 1 (created) or 0 (was there) and a NUL per path. */
+export const MKDIR_SCRIPT = [
+  'export LC_ALL=C',
+  `printf '%s\\0' "$PWD"`,
+  `xargs -0 -r /bin/sh -c 'for p; do if [ -d "$p" ]; then printf "0\\0"; elif mkdir -p -- "$p"; then printf "1\\0"; else exit 255; fi; done' sh`,
+].join('\n');
+
+/** check: NUL-separated paths on stdin; prints `HASH  PATH` and a NUL for each regular file. */
+export const CHECK_SCRIPT = [
+  'export LC_ALL=C',
+  `printf '%s\\0' "$PWD"`,
+  `xargs -0 -r /bin/sh -c 'for f; do [ -f "$f" ] && printf "%s\\0" "$f"; done; exit 0' sh | xargs -0 -r sha256sum -z -- 2>/dev/null`,
+  'exit 0',
+].join('\n');
+
+/** put: "$1" dir, "$2" target, "$3" temp name, "$4" size, "$5" sha256, "$6" octal mode; the bytes on stdin. */
+export const PUT_SCRIPT = [
+  'export LC_ALL=C',
+  `printf '%s\\0' "$PWD"`,
+  `mkdir -p -- "$1" || exit ${STEP.mkdirParent}`,
+  `(set -C; umask 077; exec cat > "$3") || { rm -f -- "$3"; exit ${STEP.writeTemp}; }`,
+  `n=$(wc -c < "$3") || { rm -f -- "$3"; exit ${STEP.writeTemp}; }`,
+  'n=$((n+0))',
+  `if [ "$n" -lt "$4" ]; then rm -f -- "$3"; printf '%s\\0' "$n"; exit ${STEP.tooFew}; fi`,
+  `if [ "$n" -gt "$4" ]; then rm -f -- "$3"; printf '%s\\0' "$n"; exit ${STEP.tooMany}; fi`,
+  `h=$(sha256sum < "$3") || { rm -f -- "$3"; exit ${STEP.writeTemp}; }`,
+  'h=${h%% *}',
+  `if [ "$h" != "$5" ]; then rm -f -- "$3"; printf '%s\\0' "$h"; exit ${STEP.shaMismatch}; fi`,
+  `chmod "$6" "$3" || { rm -f -- "$3"; exit ${STEP.writeTemp}; }`,
+  'sync -d -- "$3" 2>/dev/null',
+  `if [ -d "$2" ] && [ ! -L "$2" ]; then rm -f -- "$3"; echo "mv: Is a directory" >&2; exit ${STEP.place}; fi`,
+  `mv -fT -- "$3" "$2" || { rm -f -- "$3"; exit ${STEP.place}; }`,
+  `printf '%s\\0' "$n" "$h"`,
+].join('\n');
+
+/** read: "$1" the file; prints K after the checks, then the bytes. */
+export const READ_SCRIPT = [
+  'export LC_ALL=C',
+  `printf '%s\\0' "$PWD"`,
+  `[ -e "$1" ] || exit ${STEP.notFound}`,
+  `[ -f "$1" ] || exit ${STEP.notFile}`,
+  `[ -r "$1" ] || exit ${STEP.notReadable}`,
+  'printf K',
+  'exec cat -- "$1"',
+].join('\n');
+
+/**
+ * list: "$1" the root (never starting with "-"); prints `TYPE MODE SIZE PATH` and a NUL for the
+ * root and everything under it (files and directories only), then an empty record, then
+ * `HASH  PATH` and a NUL per file.
+ */
+export const LIST_SCRIPT = [
+  'export LC_ALL=C',
+  `printf '%s\\0' "$PWD"`,
+  `[ -e "$1" ] || [ -L "$1" ] || exit ${STEP.notFound}`,
+  `find "$1" \\( -type f -o -type d \\) -printf '%y %m %s %p\\0' || exit ${STEP.list}`,
+  `printf '\\0'`,
+  `find "$1" -type f -exec sha256sum -z -- {} + || exit ${STEP.list}`,
+].join('\n');
+
+/** Scans a stream for whole `corral-NONCE WORD VALUE\n` lines; everything else passes through. */
+export class MarkerScanner {
+  private readonly prefix: Buffer;
+  private pending: Buffer = Buffer.alloc(0);
+
+  constructor(nonce: string) {
+    this.prefix = Buffer.from(`corral-${nonce} `);
+  }
+
+  /** Returns the bytes to pass on and the markers found, in order. */
+  push(chunk: Buffer): { data: Buffer; markers: { word: string; value: string }[] } {
+    let buf = this.pending.length > 0 ? Buffer.concat([this.pending, chunk]) : chunk;
+    const out: Buffer[] = [];
+    const markers: { word: string; value: string }[] = [];
+    for (;;) {
+      const at = buf.indexOf(this.prefix);
+      if (at === -1) break;
+      const nl = buf.indexOf(0x0a, at);
+      if (nl === -1) {
+        out.push(buf.subarray(0, at));
+        this.pending = buf.subarray(at);
+        return { data: Buffer.concat(out), markers };
+      }
+      out.push(buf.subarray(0, at));
+      const [word = '', value = ''] = buf.subarray(at + this.prefix.length, nl).toString('latin1').split(' ');
+      markers.push({ word, value });
+      buf = buf.subarray(nl + 1);
+    }
+    // Hold back a tail that could be the start of a marker cut by the chunk boundary.
+    let keep = 0;
+    for (let k = Math.min(this.prefix.length - 1, buf.length); k > 0; k--) {
+      if (buf.subarray(buf.length - k).equals(this.prefix.subarray(0, k))) {
+        keep = k;
+        break;
+      }
+    }
+    out.push(buf.subarray(0, buf.length - keep));
+    this.pending = Buffer.from(buf.subarray(buf.length - keep));
+    return { data: Buffer.concat(out), markers };
+  }
+
+  /** What is left at the end of the stream. */
+  end(): Buffer {
+    const rest = this.pending;
+    this.pending = Buffer.alloc(0);
+    return rest;
+  }
+}
+
+const SIGNALS = ['', 'SIGHUP', 'SIGINT', 'SIGQUIT', 'SIGILL', 'SIGTRAP', 'SIGABRT', 'SIGBUS', 'SIGFPE', 'SIGKILL', 'SIGUSR1', 'SIGSEGV', 'SIGUSR2', 'SIGPIPE', 'SIGALRM', 'SIGTERM'];
+
+/**
+ * A shell's `$?` as the exit event reports it: 129 to 143 are a death by signal 1 to 15 (a shell
+ * cannot tell them from an exit with that status; signals are the common case).
+ */
+export function statusOf(rc: number): { code: number | null; signal: string | null } {
+  if (rc > 128 && rc - 128 < SIGNALS.length) return { code: null, signal: SIGNALS[rc - 128] as string };
+  return { code: rc, signal: null };
+}
+
+const ERRNO_TEXT: [RegExp, string][] = [
+  [/No such file or directory/, 'it does not exist'],
+  [/Not a directory/, 'a component is not a directory'],
+  [/Is a directory/, 'it is a directory'],
+  [/Permission denied/, 'permission denied'],
+  [/Operation not permitted/, 'operation not permitted'],
+  [/No space left on device/, 'no space left on the device'],
+  [/File exists/, 'something else already exists there'],
+  [/Read-only file system/, 'the file system is read-only'],
+];
+
+/** The reason in a coreutils message (run under LC_ALL=C), worded as the agents word it. */
+export function reasonOf(stderr: string): string {
+  for (const [re, why] of ERRNO_TEXT) if (re.test(stderr)) return why;
+  const last = lastLine(stderr);
+  return last === '' ? 'it failed' : last;
+}
+
+export function lastLine(text: string): string {
+  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  return lines[lines.length - 1] ?? '';
+}
