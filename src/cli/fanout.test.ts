@@ -11,7 +11,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loadClusterConfig, type ClusterConfig } from '../config/cluster-config.js';
 import { CORRAL } from '../testkit/cli.js';
-import { LocalClusterFixture } from '../testkit/local.js';
+import { LocalClusterFixture, waitUntil } from '../testkit/local.js';
 import { isProcessAlive } from '../util/process.js';
 
 const sha = (file: string): string => createHash('sha256').update(readFileSync(file)).digest('hex');
@@ -274,6 +274,9 @@ describe('fan-out on a local 3-node cluster', { timeout: 300_000 }, () => {
     const up = await corral(['local', 'up', '-n', '3', '--dir', lc.dir], { timeoutMs: 90_000 });
     assert.equal(up.code, 0, up.stderr);
     assert.ok(isProcessAlive(lc.pid('n3')));
+    // `local up` may return while the dead agent's membership has not expired yet: wait until the
+    // new agent answers end to end.
+    await waitUntil('n3 to answer a command', async () => ((await corral(['run', '-w', 'n3', '--', 'true'])).code === 0 ? true : undefined), 30_000, 200);
     const again = await corral(['push', path.join(src(), 'late.txt'), 'late']);
     assert.equal(again.code, 0, again.stdout);
     assert.match(again.stdout, /n1: ok, 0 sent \(0 B\), 1 unchanged/);
