@@ -235,7 +235,7 @@ export class Relay {
       if (path === FANOUT_PATHS.nodeCheck) return ops.check(b);
       return ops.list(b);
     }
-    return this.peerOf(node).call(path === FANOUT_PATHS.nodeList || path === FANOUT_PATHS.nodeCheck || path === FANOUT_PATHS.nodeMkdir ? 'POST' : 'POST', path, body, { timeoutMs, signal });
+    return this.peerOf(node).call('POST', path, body, { timeoutMs, signal });
   }
 
   /** One file's bytes, teed to every listed node as they arrive; one result per node. */

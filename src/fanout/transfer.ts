@@ -36,7 +36,8 @@ export interface NodeReport {
   unreachable?: string;
 }
 
-const UNREACHABLE_CODES = new Set(['UNAVAILABLE', 'TIMEOUT', 'SHUTTING_DOWN']);
+/** Error codes that mean the node could not be reached (exit 4), not that the operation failed. */
+export const UNREACHABLE_CODES: ReadonlySet<string> = new Set(['UNAVAILABLE', 'TIMEOUT', 'SHUTTING_DOWN']);
 const PUT_CONCURRENCY = 16;
 const HASH_CONCURRENCY = 8;
 
@@ -271,7 +272,7 @@ async function* readSource(file: LocalFile): AsyncGenerator<Buffer> {
 }
 
 /** 0 all ok, 1 some operation failed, 4 some node unreachable, 130 interrupted. */
-export function transferExit(reports: readonly NodeReport[], interrupted: boolean): number {
+export function transferExit(reports: readonly { unreachable?: string; failed: readonly unknown[] }[], interrupted: boolean): number {
   if (interrupted) return 130;
   if (reports.some((r) => r.unreachable !== undefined)) return 4;
   if (reports.some((r) => r.failed.length > 0)) return 1;

@@ -16,7 +16,7 @@ already here with the same hash are not fetched again.`,
 };
 
 async function run(args: ParsedArgs, io: CliIO): Promise<number> {
-  const { gather } = await import('../../fanout/transfer.js');
+  const { gather, transferExit } = await import('../../fanout/transfer.js');
   const { bytesText } = await import('../../fanout/progress.js');
   const [remote, localDir] = args.positionals as [string, string];
   const fleet = await openFleet(args, io);
@@ -29,7 +29,7 @@ async function run(args: ParsedArgs, io: CliIO): Promise<number> {
       ...(fanout ? { fanout } : {}),
       ...(process.stderr.isTTY && !flag(args, 'json') ? { progress: { isTTY: true, write: (t: string) => io.stderr(t) } } : {}),
     });
-    const code = interrupt.signal.aborted ? 130 : reports.some((r) => r.unreachable !== undefined) ? 4 : reports.some((r) => r.failed.length > 0) ? 1 : 0;
+    const code = transferExit(reports, interrupt.signal.aborted);
     if (flag(args, 'json')) io.stdout(JSON.stringify({ remote, localDir, nodes: reports, exitCode: code }, null, 2) + '\n');
     else {
       const width = Math.max(0, ...reports.map((r) => r.node.length));

@@ -16,6 +16,7 @@ shell; an agent refuses paths outside its writeRoots (default: its work director
 
 async function run(args: ParsedArgs, io: CliIO): Promise<number> {
   const { FANOUT_PATHS } = await import('../../api/fanout-wire.js');
+  const { UNREACHABLE_CODES } = await import('../../fanout/transfer.js');
   const fleet = await openFleet(args, io);
   const interrupt = interruptible();
   try {
@@ -31,7 +32,7 @@ async function run(args: ParsedArgs, io: CliIO): Promise<number> {
     }
     const order = new Map(nodes.map((n, i) => [n, i]));
     rows.sort((a, b) => (order.get(a.node) ?? 0) - (order.get(b.node) ?? 0));
-    const unreachable = rows.filter((r) => !r.ok && ['UNAVAILABLE', 'TIMEOUT', 'SHUTTING_DOWN'].includes(r.code ?? ''));
+    const unreachable = rows.filter((r) => !r.ok && UNREACHABLE_CODES.has(r.code ?? ''));
     const failed = rows.filter((r) => !r.ok && !unreachable.includes(r));
     if (flag(args, 'json')) io.stdout(JSON.stringify({ nodes: rows }, null, 2) + '\n');
     else {
