@@ -6,10 +6,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { isCorralError } from '../api/errors.js';
+import { CorralError, isCorralError } from '../api/errors.js';
 import type { LockEvent } from '../api/lock-wire.js';
 import { listLocks } from '../coord/lock/index.js';
 import { openEmbeddedStore, type EmbeddedStore } from '../store/embedded/index.js';
+import type { Store } from '../store/store.js';
 import { faultyStore } from '../testkit/faulty-store.js';
 import { waitUntil } from '../testkit/local.js';
 import { systemClock } from '../util/clock.js';
@@ -138,5 +139,70 @@ describe('the lock service', () => {
     assert.equal(lost.code, 'SHUTTING_DOWN');
     assert.equal((await listLocks(store)).resources.find((r) => r.name === 'svc5')?.holders.length, 1, 'the key outlives the service');
     assert.throws(() => svc.acquire({ resource: 'svc5' }, local, new AbortController().signal), (err) => isCorralError(err, 'SHUTTING_DOWN'));
+  });
+
+  it('closing while a grant is in flight: the grant is never handed out and no key outlives the close', async () => {
+    // svc6's joining transaction is held back until 300 ms after close() began; then the store
+    // grants it. Meanwhile close() has work to wait for (a release of svc7 that the store keeps
+    // failing, retried in the background): deciding about the session before svc6 settles would
+    // hand its grant out, and then revoke the key under it.
+    let releaseTxn = (): void => undefined;
+    const txnGate = new Promise<void>((resolve) => (releaseTxn = resolve));
+    let entered = (): void => undefined;
+    const txnEntered = new Promise<void>((resolve) => (entered = resolve));
+    let failDeletes = false;
+    const gated: Store = {
+      get: (k) => store.get(k),
+      range: (p, o) => store.range(p, o),
+      put: (k, v, o) => store.put(k, v, o),
+      delete: async (k, o) => {
+        if (failDeletes && k.includes('/svc7/')) throw new CorralError('STORE_UNAVAILABLE', 'injected fault: delete fails');
+        return await store.delete(k, o);
+      },
+      txn: async (t) => {
+        if (!t.success.some((op) => op.type === 'put' && op.key.includes('/svc6/'))) return await store.txn(t);
+        entered();
+        await txnGate;
+        return await store.txn(t);
+      },
+      grantLease: (ttl) => store.grantLease(ttl),
+      keepAlive: (id) => store.keepAlive(id),
+      revokeLease: (id) => store.revokeLease(id),
+      leaseStatus: (id) => store.leaseStatus(id),
+      watch: (p, o) => store.watch(p, o),
+      revision: () => store.revision(),
+      close: () => Promise.resolve(),
+    };
+    const svc = service(gated);
+    const other = reader(svc.acquire({ resource: 'svc7' }, local, new AbortController().signal));
+    const otherGrant = await other.next();
+    assert.ok(otherGrant !== 'end' && otherGrant.event === 'granted');
+    failDeletes = true;
+    await assert.rejects(svc.release(otherGrant.id, false, local), (err) => isCorralError(err, 'STORE_UNAVAILABLE'));
+    const events: LockEvent[] = [];
+    let failure: unknown;
+    const drained = (async () => {
+      try {
+        for await (const e of svc.acquire({ resource: 'svc6' }, local, new AbortController().signal)) events.push(e);
+      } catch (err) {
+        failure = err;
+      }
+    })();
+    await txnEntered;
+    const closing = svc.close();
+    const timer = setTimeout(releaseTxn, 300);
+    await closing;
+    clearTimeout(timer);
+    releaseTxn();
+    // Bounded: a stream left open by a grant handed out must fail the assertions, not hang.
+    let bound: NodeJS.Timeout | undefined;
+    await Promise.race([drained, new Promise((resolve) => (bound = setTimeout(resolve, 5000)))]);
+    clearTimeout(bound);
+    assert.deepEqual(events.filter((e) => e.event === 'granted'), [], 'no grant handed out after close began');
+    assert.ok(isCorralError(failure, 'SHUTTING_DOWN'), `the request ends with SHUTTING_DOWN, not ${String(failure)}`);
+    await waitUntil('svc6 gone from the store', async () => ((await listLocks(store)).resources.some((r) => r.name === 'svc6') ? undefined : true), 5000);
+    assert.equal(svc.active, 0, 'no ticket outlives the close');
+    failDeletes = false;
+    await store.delete('/corral/locks/r/svc7/', { prefix: true });
   });
 });

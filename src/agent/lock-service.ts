@@ -63,6 +63,11 @@ export const LOCK_SESSION_MIN_TTL_SECONDS = 5;
 const ORPHAN_POLL_MS = 100;
 /** Bound on a release or cleanup retry's backoff. */
 const RETRY_MAX_MS = 2000;
+/**
+ * How long close() waits for acquires in flight to settle before deciding the session's fate. One
+ * that has not settled by then (a hung store) is never handed out: held() refuses once closing.
+ */
+const CLOSE_SETTLE_MS = 5000;
 
 const sameIdentity = (a: PeerIdentity, b: PeerIdentity): boolean =>
   a.kind === b.kind && (a.kind !== 'tls' || (b.kind === 'tls' && a.commonName === b.commonName && a.role === b.role));
@@ -256,6 +261,12 @@ export class LockService {
    */
   async close(): Promise<void> {
     this.closing = true;
+    // Whether any lock is held is known only once every acquire in flight has settled: a grant the
+    // store made just now must not be handed out after the decision (its key revoked under a
+    // client that believes it holds the lock), nor outlive it unnoticed. Waits end at once; a
+    // request whose grant lands meanwhile gives it back without handing it out (held() below).
+    for (const t of this.tickets.values()) t.stopWaiting();
+    await withinMs(Promise.all([...this.tickets.values()].map((t) => t.settled)), CLOSE_SETTLE_MS);
     const tickets = [...this.tickets.values()];
     const held = tickets.some((t) => t.state === 'held' || t.state === 'orphaned');
     await Promise.all(tickets.map((t) => t.shutdown()));
@@ -295,6 +306,8 @@ class LockTicket implements AsyncIterableIterator<LockEvent> {
   private failure: unknown;
   /** Stops the wait when the client goes away or the agent stops. */
   private readonly stop = new AbortController();
+  /** Resolves when run() is over: granted, failed or given up. */
+  private running: Promise<void> = Promise.resolve();
   private clientGone = false;
   private releasing: Promise<void> | undefined;
   private orphanTimer: Timer | undefined;
@@ -315,7 +328,21 @@ class LockTicket implements AsyncIterableIterator<LockEvent> {
       clientSignal.addEventListener('abort', onGone, { once: true });
       this.detachClient = () => clientSignal.removeEventListener('abort', onGone);
     }
-    void this.run();
+    this.running = this.run().catch((err: unknown) => {
+      this.service.logger.error({ err: (err as Error).message }, 'lock request failed unexpectedly');
+      this.end(err);
+      if (this.state === 'waiting') this.done();
+    });
+  }
+
+  /** Resolves once the request has been granted, failed or given up (never rejects). */
+  get settled(): Promise<void> {
+    return this.running;
+  }
+
+  /** The agent stops: a waiting request gives up (a grant already in flight is refused in held()). */
+  stopWaiting(): void {
+    if (this.state === 'waiting') this.stop.abort(new CorralError('SHUTTING_DOWN', 'the agent is stopping'));
   }
 
   // --- the stream ---------------------------------------------------------------------------
@@ -395,7 +422,11 @@ class LockTicket implements AsyncIterableIterator<LockEvent> {
         this.held(grant, session);
         return;
       } catch (err) {
-        if (this.stop.signal.aborted) return this.done();
+        if (this.stop.signal.aborted) {
+          // Given up: the client went away (nobody to tell) or the agent is stopping (tell it).
+          if (!this.clientGone) this.end(this.stop.signal.reason);
+          return this.done();
+        }
         const retry = this.retryable(err) && (timeoutMs < 0 || clock.now() < deadline - 1) && timeoutMs !== 0;
         // A failure in the middle of a store request may have left the key behind, on a session
         // that lives on: remove it, or it would block the resource until the agent stops.
@@ -442,10 +473,12 @@ class LockTicket implements AsyncIterableIterator<LockEvent> {
     this.grant = grant;
     this.session = session;
     this.state = 'held';
-    if (this.clientGone) {
-      // The client left while the grant was in flight.
+    if (this.clientGone || this.service.isClosing) {
+      // The client left, or the agent began to stop, while the grant was in flight: give it back
+      // without handing it out (rolled back: the command never ran).
       this.state = 'done';
       void this.releaseGrant(true).catch(() => undefined);
+      this.end(this.clientGone ? undefined : new CorralError('SHUTTING_DOWN', 'the agent is stopping; retry once it is back'));
       return;
     }
     const event: LockGrantedEvent = {
