@@ -2,19 +2,23 @@
 // events, its one session and what happens when that session or the store fails.
 
 import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CorralError, isCorralError } from '../api/errors.js';
 import type { LockEvent } from '../api/lock-wire.js';
-import { listLocks } from '../coord/lock/index.js';
+import { acquire, listLocks } from '../coord/lock/index.js';
+import { Session } from '../coord/session.js';
 import { openEmbeddedStore, type EmbeddedStore } from '../store/embedded/index.js';
 import type { Store } from '../store/store.js';
 import { faultyStore } from '../testkit/faulty-store.js';
 import { waitUntil } from '../testkit/local.js';
 import { systemClock } from '../util/clock.js';
 import { nullLogger } from '../util/log.js';
+import { checkAttach, sameGroupRuns } from '../util/process-group.js';
+import { isProcessAlive } from '../util/process.js';
 import { LockService } from './lock-service.js';
 
 const local = { kind: 'local' } as const;
@@ -29,6 +33,17 @@ function reader(events: AsyncIterable<LockEvent>): { next(): Promise<LockEvent |
     },
   };
 }
+
+/** A long-running `sleep`, the leader of a group of its own when `detached`, with `env` only. */
+function sleeper(opts: { detached: boolean; env?: NodeJS.ProcessEnv }): ChildProcess {
+  const child = spawn('sleep', ['60'], { detached: opts.detached, stdio: 'ignore', env: opts.env ?? {} });
+  children.add(child);
+  return child;
+}
+const children = new Set<ChildProcess>();
+after(() => {
+  for (const c of children) if (c.pid !== undefined && isProcessAlive(c.pid)) c.kill('SIGKILL');
+});
 
 describe('the lock service', () => {
   let dir: string;
@@ -139,6 +154,69 @@ describe('the lock service', () => {
     assert.equal(lost.code, 'SHUTTING_DOWN');
     assert.equal((await listLocks(store)).resources.find((r) => r.name === 'svc5')?.holders.length, 1, 'the key outlives the service');
     assert.throws(() => svc.acquire({ resource: 'svc5' }, local, new AbortController().signal), (err) => isCorralError(err, 'SHUTTING_DOWN'));
+  });
+
+  it('a client gone: an attached group keeps the lock while it runs; a guarded one keeps it stopWithinMs; neither releases at once', async () => {
+    const svc = service();
+    const gate = sleeper({ detached: true });
+    const attachedGone = new AbortController();
+    const a = reader(svc.acquire({ resource: 'gone1', attach: { pgid: gate.pid }, guard: true }, local, attachedGone.signal));
+    assert.equal(((await a.next()) as { attached?: boolean }).attached, true);
+    const guardedGone = new AbortController();
+    const g = reader(svc.acquire({ resource: 'gone2', guard: true }, local, guardedGone.signal));
+    const guarded = await g.next();
+    assert.ok(guarded !== 'end' && guarded.event === 'granted' && guarded.attached === false);
+    const plainGone = new AbortController();
+    const p = reader(svc.acquire({ resource: 'gone3' }, local, plainGone.signal));
+    assert.equal(((await p.next()) as { event: string }).event, 'granted');
+    const t0 = performance.now();
+    attachedGone.abort();
+    guardedGone.abort();
+    plainGone.abort();
+    const holders = async (name: string): Promise<number> => (await listLocks(store)).resources.find((r) => r.name === name)?.holders.length ?? 0;
+    await waitUntil('gone3 released at once', async () => ((await holders('gone3')) === 0 ? true : undefined), 2000);
+    const listed = await svc.list();
+    assert.equal(listed.resources.find((r) => r.name === 'gone1')?.holders[0]?.orphaned, true);
+    assert.equal(listed.resources.find((r) => r.name === 'gone2')?.holders[0]?.orphaned, true);
+    await waitUntil('gone2 released after the guard', async () => ((await holders('gone2')) === 0 ? true : undefined), 5000);
+    const guardedFor = performance.now() - t0;
+    assert.ok(guardedFor >= (guarded.guardedForMs ?? 0) - 20, `guarded lock released after ${guardedFor} ms`);
+    assert.equal(await holders('gone1'), 1, 'the attached group still runs: its lock is kept');
+    gate.kill('SIGKILL');
+    await waitUntil('gone1 released once its group ended', async () => ((await holders('gone1')) === 0 ? true : undefined), 5000);
+    await svc.close();
+  });
+
+  it('after a crash, a restarted service takes back the locks kept for groups that still run, and keeps them past the TTL', async () => {
+    // The dead incarnation: a lock on svc8 recorded for a live group, and one on svc9 for a group
+    // that has ended, both on a session that stops being renewed (as a crash leaves them).
+    const gate = sleeper({ detached: true });
+    const check = checkAttach(gate.pid as number);
+    assert.ok(check.ok);
+    const ended = sleeper({ detached: true });
+    const endedCheck = checkAttach(ended.pid as number);
+    assert.ok(endedCheck.ok);
+    const dead = await Session.open(store, { ttlSeconds: 1, keepaliveIntervalMs: 200 });
+    await acquire(store, dead, { resource: 'svc8', group: { node: 'n1', ...check.identity } });
+    await acquire(store, dead, { resource: 'svc9', group: { node: 'n1', ...endedCheck.identity } });
+    await acquire(store, dead, { resource: 'svc10' }); // no group: expires with the lease
+    await dead.close({ revoke: false });
+    ended.kill('SIGKILL');
+    await waitUntil('the ended group gone', () => Promise.resolve(sameGroupRuns(endedCheck.identity) ? undefined : true), 5000);
+    const svc = service();
+    assert.equal(await svc.recover(), 1);
+    const holders = async (name: string): Promise<number> => (await listLocks(store)).resources.find((r) => r.name === name)?.holders.length ?? 0;
+    await waitUntil('svc9 released (its group ended)', async () => ((await holders('svc9')) === 0 ? true : undefined), 5000);
+    assert.equal((await svc.list()).resources.find((r) => r.name === 'svc8')?.holders[0]?.orphaned, true);
+    await new Promise((resolve) => setTimeout(resolve, 2500)); // more than twice the TTL
+    assert.equal(await holders('svc8'), 1, 'kept past the TTL while its group runs');
+    assert.equal(await holders('svc10'), 0, 'the lease’s other keys are gone one TTL after the restart');
+    const busy = reader(svc.acquire({ resource: 'svc8', timeoutMs: 0 }, local, new AbortController().signal));
+    await assert.rejects(busy.next(), (err) => isCorralError(err, 'LOCK_BUSY'));
+    gate.kill('SIGKILL');
+    await waitUntil('svc8 released once its group ended', async () => ((await holders('svc8')) === 0 ? true : undefined), 5000);
+    await waitUntil('no ticket left', () => Promise.resolve(svc.active === 0 ? true : undefined), 2000);
+    await svc.close();
   });
 
   it('closing while a grant is in flight: the grant is never handed out and no key outlives the close', async () => {

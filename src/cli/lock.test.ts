@@ -135,13 +135,18 @@ describe('corral lock: exit codes, options and the command', { concurrency: 6, t
     assert.equal(r.stdout, 'cyan cyan\n');
   });
 
-  it('runs CMD as the leader of its own process group, or in corral lock’s with --foreground', async () => {
-    const pgidOf = 'read -r stat < /proc/$$/stat; set -- ${stat#*) }; echo "$$ $3"';
-    const [pid, pgid] = (await lock(['-r', 'pg', '--', 'sh', '-c', pgidOf])).stdout.trim().split(' ');
-    assert.equal(pgid, pid, 'its own group');
-    const [fgPid, fgPgid] = (await lock(['-r', 'pg', '--foreground', '--', 'sh', '-c', pgidOf])).stdout.trim().split(' ');
-    assert.notEqual(fgPgid, fgPid, 'the caller’s group');
-    assert.equal(Number(fgPgid), Number(readFileSync('/proc/self/stat', 'utf8').split(') ')[1]?.split(' ')[2]));
+  it('runs CMD in a process group of its own, led by its gate (its parent), or in corral lock’s with --foreground', async () => {
+    // pid, parent, group and session of CMD
+    const idsOf = 'read -r stat < /proc/$$/stat; set -- ${stat#*) }; echo "$$ $2 $3 $4"';
+    const own = (await lock(['-r', 'pg', '--', 'sh', '-c', idsOf])).stdout.trim().split(' ').map(Number);
+    const [pid, parent, pgid, session] = own;
+    const mine = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]?.split(' ') ?? [];
+    assert.notEqual(pgid, Number(mine[2]), 'not the caller’s group');
+    assert.equal(pgid, parent, 'its group is led by its parent, the gate');
+    assert.equal(session, pgid, 'in a session of its own (so the terminal’s signals do not reach it)');
+    assert.notEqual(pid, pgid);
+    const [, , fgPgid] = (await lock(['-r', 'pg', '--foreground', '--', 'sh', '-c', idsOf])).stdout.trim().split(' ').map(Number);
+    assert.equal(fgPgid, Number(mine[2]), 'the caller’s group');
   });
 
   it('-V prints the effective settings and the element locked; -v the version; --signal-list the signals', async () => {
