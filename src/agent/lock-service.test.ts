@@ -3,6 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -17,7 +18,7 @@ import { faultyStore } from '../testkit/faulty-store.js';
 import { waitUntil } from '../testkit/local.js';
 import { systemClock } from '../util/clock.js';
 import { nullLogger } from '../util/log.js';
-import { checkAttach, sameGroupRuns } from '../util/process-group.js';
+import { checkAttach, GATE_SECRET_ENV, ownerMayAttach, sameGroupRuns } from '../util/process-group.js';
 import { isProcessAlive } from '../util/process.js';
 import { LockService } from './lock-service.js';
 
@@ -44,6 +45,8 @@ const children = new Set<ChildProcess>();
 after(() => {
   for (const c of children) if (c.pid !== undefined && isProcessAlive(c.pid)) c.kill('SIGKILL');
 });
+
+const secret = (): string => randomBytes(16).toString('hex');
 
 describe('the lock service', () => {
   let dir: string;
@@ -156,11 +159,79 @@ describe('the lock service', () => {
     assert.throws(() => svc.acquire({ resource: 'svc5' }, local, new AbortController().signal), (err) => isCorralError(err, 'SHUTTING_DOWN'));
   });
 
+  it('attaches a process group only when its leader carries the request’s secret; refuses every other with a clear error', async () => {
+    const svc = service();
+    const attachError = async (attach: unknown): Promise<string> => {
+      try {
+        for await (const e of svc.acquire({ resource: 'att1', attach, guard: false }, local, new AbortController().signal)) return `unexpected ${e.event}`;
+        return 'ended';
+      } catch (err) {
+        return `${(err as CorralError).code}: ${(err as Error).message}`;
+      }
+    };
+    const key = secret();
+    // A pid that does not exist (pid_max is at most 2^22).
+    assert.match(await attachError({ pgid: 4_194_304 + 17, secret: key }), /^FORBIDDEN: cannot attach process group \d+: process group \d+ does not exist/);
+    // A process that does not lead its group: a child of this test, in the test's group.
+    const member = sleeper({ detached: false, env: { [GATE_SECRET_ENV]: key } });
+    assert.match(await attachError({ pgid: member.pid, secret: key }), /does not lead a process group \(it is in group \d+\): attach a group leader/);
+    // A group leader started without the secret (anybody's process, as far as the agent can tell).
+    const stranger = sleeper({ detached: true });
+    assert.match(await attachError({ pgid: stranger.pid, secret: key }), /was not started for this request: its leader's environment does not carry the request's CORRAL_LOCK_GATE secret/);
+    const other = sleeper({ detached: true, env: { [GATE_SECRET_ENV]: secret() } });
+    assert.match(await attachError({ pgid: other.pid, secret: key }), /was not started for this request/);
+    assert.match(await attachError({ pgid: 1, secret: key }), /1 is not a process group id/);
+    assert.match(await attachError({ pgid: stranger.pid, secret: 'not hex' }), /secret must be 32 to 128 lowercase hexadecimal digits/);
+    assert.match(await attachError({ pgid: 'x' }), /^BAD_REQUEST: attach must be/);
+    // From another machine (a TLS peer): never attached; refused, or the guard when asked for.
+    const gate = sleeper({ detached: true, env: { [GATE_SECRET_ENV]: key } });
+    const remote = { kind: 'tls', commonName: 'admin', role: 'admin', clusterName: 'c' } as const;
+    await assert.rejects(async () => {
+      for await (const e of svc.acquire({ resource: 'att1', attach: { pgid: gate.pid, secret: key } }, remote, new AbortController().signal)) void e;
+    }, /a client on another machine cannot attach its process group/);
+    const r = reader(svc.acquire({ resource: 'att1', attach: { pgid: gate.pid, secret: key }, guard: true }, remote, new AbortController().signal));
+    const guarded = await r.next();
+    assert.ok(guarded !== 'end' && guarded.event === 'granted');
+    assert.equal(guarded.attached, false);
+    assert.equal(guarded.guardedForMs, svc.pacing().stopWithinMs);
+    assert.match(guarded.attachRefused ?? '', /another machine/);
+    await svc.release(guarded.id, false, remote);
+    // The genuine one: its leader carries the secret.
+    const a = reader(svc.acquire({ resource: 'att1', attach: { pgid: gate.pid, secret: key } }, local, new AbortController().signal));
+    const granted = await a.next();
+    assert.ok(granted !== 'end' && granted.event === 'granted');
+    assert.equal(granted.attached, true);
+    const recorded = (await store.range('/corral/locks/r/att1/')).kvs.map((kv) => (JSON.parse(kv.value) as { group?: { pgid: number; node: string } }).group);
+    assert.deepEqual(recorded.map((g) => [g?.pgid, g?.node]), [[gate.pid, 'n1']], 'the group is recorded with the lock');
+    await svc.release(granted.id, false, local);
+    await svc.close();
+  });
+
+  it('the owner rule: a daemon keeps and signals only its own user’s groups, root anyone’s', () => {
+    assert.equal(ownerMayAttach(1000, 1000), true);
+    assert.equal(ownerMayAttach(1000, 1001), false);
+    assert.equal(ownerMayAttach(1000, 0), false);
+    assert.equal(ownerMayAttach(0, 1001), true);
+    // A daemon of another uid than the group's owner refuses it, saying so (this test runs as root:
+    // pretend the daemon is uid 4242; the check falls back to the guard for such a client).
+    const key = secret();
+    const gate = sleeper({ detached: true, env: { [GATE_SECRET_ENV]: key } });
+    const check = checkAttach(gate.pid as number, key, 4242);
+    assert.ok(!check.ok && check.otherUser, JSON.stringify(check));
+    assert.match(check.reason, /belongs to uid \d+, and this lock daemon runs as uid 4242: it keeps and signals only its own user's commands/);
+    const ok = checkAttach(gate.pid as number, key, process.getuid?.() ?? 0);
+    assert.ok(ok.ok);
+    assert.equal(sameGroupRuns(ok.identity), true);
+    assert.equal(sameGroupRuns({ ...ok.identity, start: ok.identity.start + 1 }), false, 'a reused pid is another group');
+    assert.equal(sameGroupRuns({ ...ok.identity, boot: 'another-boot' }), false);
+  });
+
   it('a client gone: an attached group keeps the lock while it runs; a guarded one keeps it stopWithinMs; neither releases at once', async () => {
     const svc = service();
-    const gate = sleeper({ detached: true });
+    const key = secret();
+    const gate = sleeper({ detached: true, env: { [GATE_SECRET_ENV]: key } });
     const attachedGone = new AbortController();
-    const a = reader(svc.acquire({ resource: 'gone1', attach: { pgid: gate.pid }, guard: true }, local, attachedGone.signal));
+    const a = reader(svc.acquire({ resource: 'gone1', attach: { pgid: gate.pid, secret: key }, guard: true }, local, attachedGone.signal));
     assert.equal(((await a.next()) as { attached?: boolean }).attached, true);
     const guardedGone = new AbortController();
     const g = reader(svc.acquire({ resource: 'gone2', guard: true }, local, guardedGone.signal));
@@ -190,11 +261,12 @@ describe('the lock service', () => {
   it('after a crash, a restarted service takes back the locks kept for groups that still run, and keeps them past the TTL', async () => {
     // The dead incarnation: a lock on svc8 recorded for a live group, and one on svc9 for a group
     // that has ended, both on a session that stops being renewed (as a crash leaves them).
-    const gate = sleeper({ detached: true });
-    const check = checkAttach(gate.pid as number);
+    const key = secret();
+    const gate = sleeper({ detached: true, env: { [GATE_SECRET_ENV]: key } });
+    const check = checkAttach(gate.pid as number, key);
     assert.ok(check.ok);
-    const ended = sleeper({ detached: true });
-    const endedCheck = checkAttach(ended.pid as number);
+    const ended = sleeper({ detached: true, env: { [GATE_SECRET_ENV]: key } });
+    const endedCheck = checkAttach(ended.pid as number, key);
     assert.ok(endedCheck.ok);
     const dead = await Session.open(store, { ttlSeconds: 1, keepaliveIntervalMs: 200 });
     await acquire(store, dead, { resource: 'svc8', group: { node: 'n1', ...check.identity } });

@@ -16,11 +16,11 @@
 //      └──error, timeout, client gone──► done          └──session lost──► done ("lost" sent)
 //
 // A client that dies with its lock held: who keeps the lock until its command has stopped.
-// - attached (a local client whose request names CMD's process group, a live group leader): the
-//   lock is kept while that group runs. The group is recorded with the
+// - attached (a local client whose request names CMD's process group, verified: checkAttach in
+//   util/process-group.ts): the lock is kept while that group runs. The group is recorded with the
 //   lock in the store, so an agent that crashes and restarts takes the lock back (recover()) and
 //   keeps it on while the group still runs;
-// - guarded (a client that cannot attach: remote, or one that gives no group): the lock
+// - guarded (a client that cannot attach: remote, or another user's on a shared socket): the lock
 //   is kept `stopWithinMs` more, the time the client's gate (CMD's parent, cli/lock-gate.ts) has to
 //   stop CMD once the client is gone; then released;
 // - neither (a library client): released at once, as flom does.
@@ -174,24 +174,27 @@ export class LockService {
   }
 
   /**
-   * What keeps a lock once its client is gone (the header): `attach` {pgid} from a local client;
-   * else `guard`. A pgid that is not a live group leader refuses the request.
+   * What keeps a lock once its client is gone (the header): `attach` {pgid, secret} from a local
+   * client, verified; else `guard`. A group that cannot be verified because it is another user's
+   * falls back to the guard when the client asked for it; any other failed check refuses the
+   * request (a genuine client never sends one).
    */
   private keeping(b: Record<string, unknown>, peer: PeerIdentity): Keeping {
     const guard = b.guard === true;
     const attach = b.attach;
     if (attach === undefined || attach === null) return { guard };
-    if (typeof attach !== 'object') throw new CorralError('BAD_REQUEST', 'attach must be {pgid}');
-    const { pgid } = attach as Record<string, unknown>;
-    if (typeof pgid !== 'number') throw new CorralError('BAD_REQUEST', 'attach must be {pgid: a process group id}');
+    if (typeof attach !== 'object') throw new CorralError('BAD_REQUEST', 'attach must be {pgid, secret}');
+    const { pgid, secret } = attach as Record<string, unknown>;
+    if (typeof pgid !== 'number' || typeof secret !== 'string') throw new CorralError('BAD_REQUEST', 'attach must be {pgid: a process group id, secret: the hex secret in its leader’s environment}');
     if (peer.kind !== 'local') {
       // Its group runs on another machine: this agent can neither watch nor signal it.
       const refused = 'a client on another machine cannot attach its process group; its gate stops the command if the client dies';
       if (guard) return { guard, refused };
       throw new CorralError('FORBIDDEN', refused);
     }
-    const check = checkAttach(pgid);
+    const check = checkAttach(pgid, secret);
     if (check.ok) return { guard, group: check.identity };
+    if (check.otherUser && guard) return { guard, refused: check.reason };
     throw new CorralError('FORBIDDEN', `cannot attach process group ${pgid}: ${check.reason}`);
   }
 

@@ -35,8 +35,12 @@ export interface LockAcquireBody {
   command?: string;
   /** The requesting machine, when it is not the agent's. */
   host?: string;
-  /** Keep the lock while this process group runs, even if the client dies (local clients only). */
-  attach?: { pgid: number };
+  /**
+   * Keep the lock while this process group runs, even if the client dies (local clients only). The
+   * group's leader must carry `secret` in its environment as CORRAL_LOCK_GATE (see
+   * util/process-group.ts checkAttach): that proves the group was started for this request.
+   */
+  attach?: { pgid: number; secret: string };
   /**
    * When the group cannot be attached (or none is given): if the client dies, keep the lock
    * `guardedForMs` (the granted event says how long) while the client's gate stops its command.

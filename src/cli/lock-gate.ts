@@ -2,8 +2,9 @@
 // child_process and net) before the lock is even asked for. It is CMD's parent and the leader of
 // CMD's process group, and it holds CMD back until it is told to run it:
 //
-//   corral lock ──spawn (own session, empty environment)──► gate   (pgid = its pid)
-//   corral lock ──acquire {attach: {pgid}, guard}──► agent: records the group with the lock, grants
+//   corral lock ──spawn (own session; env: CORRAL_LOCK_GATE=<secret> only)──► gate   (pgid = its pid)
+//   corral lock ──acquire {attach: {pgid, secret}, guard}──► agent: checks the secret in the gate's
+//               environment, records the group with the lock, and grants
 //   corral lock ──fd 3: {"run": {argv, env, ifParentDies, stopWithinMs}}──► gate ──spawn──► CMD
 //   gate ──fd 3: {"spawned": pid} | {"error": {code, message}}, then {"exit": code, "signal": sig}
 //
@@ -15,7 +16,7 @@
 // If `corral lock` dies while CMD runs, `ifParentDies` says what the gate does:
 // - keep: nothing; the agent keeps the lock while the group runs (attached);
 // - stop-group: SIGTERM to the group now, SIGKILL after half of stopWithinMs (the lock is not
-//   attached: a remote agent; it outlives the client by stopWithinMs);
+//   attached: a remote agent, or another user's daemon; it outlives the client by stopWithinMs);
 // - stop-command: the same to CMD alone (--foreground: CMD shares corral lock's group).
 //
 // The gate ignores the signals corral lock forwards to the group (they are for CMD), reports CMD's

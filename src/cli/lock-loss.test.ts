@@ -3,11 +3,13 @@
 // the lock kept) so that no second holder is ever in while the first command may still run.
 
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { LockListingWire } from '../api/lock-wire.js';
 import { isProcessAlive } from '../util/process.js';
+import { CORRAL } from '../testkit/cli.js';
 import { LockTestDir, timedEvents } from '../testkit/lock.js';
 import { sleep, waitUntil } from '../testkit/local.js';
 
@@ -36,6 +38,19 @@ async function stopped(pid: number): Promise<void> {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     return Promise.resolve(stat.charAt(stat.lastIndexOf(')') + 2) === 'T' ? true : undefined);
   }, 15_000, 10);
+}
+
+/** The pid of the live process whose command line contains `needle` (a gate's CMD), if any. */
+function pidRunning(needle: string): number | undefined {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(needle) && isProcessAlive(Number(entry))) return Number(entry);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return undefined;
 }
 
 describe('corral lock killed (SIGKILL) at any point: never a second holder while CMD may run', { concurrency: true, timeout: 120_000 }, () => {
@@ -116,6 +131,36 @@ describe('corral lock killed (SIGKILL) at any point: never a second holder while
     const term = e.get('term') as bigint;
     assert.ok(term > killedAt && term - killedAt < 2_000_000_000n, 'CMD got SIGTERM from its gate at once');
     assert.ok((e.get('second') as bigint) > term, 'the next holder came in after CMD stopped');
+  });
+
+  it('on a socket shared with a daemon of another user: not attached (the daemon refuses another user’s group) but guarded', async () => {
+    // The daemon runs as nobody on a socket in nobody's directory; this test (root) locks there.
+    const nobody = 65534;
+    chmodSync(td.dir, 0o711);
+    const home = path.join(td.dir, 'nobody');
+    mkdirSync(home, { mode: 0o700 });
+    chownSync(home, nobody, nobody);
+    const socket = path.join(home, 'shared.sock');
+    const daemon = await new Promise<number | null>((resolve) => {
+      const c = spawn(process.execPath, [CORRAL, 'lock', '-s', socket, '-d', '-1', '--', 'true'], { uid: nobody, gid: nobody, stdio: 'ignore', env: { PATH: process.env.PATH, CORRAL_RUNTIME_DIR: path.join(home, 'run'), CORRAL_CONFIG: '' } });
+      c.once('exit', resolve);
+    });
+    assert.equal(daemon, 0);
+    const log = path.join(td.dir, 'k-shared.log');
+    const first = td.start(['lock', '-s', socket, '-V', '-r', 'ksh', '--', 'sh', '-c', firstHolder(log)]);
+    await appears(log, 'enter');
+    assert.match(first.stderr(), /CMD's process group is not attached \(process group \d+ belongs to uid 0, and this lock daemon runs as uid 65534/);
+    const second = td.start(['lock', '-s', socket, '-r', 'ksh', '--', 'sh', '-c', `echo second $(date +%s%N) >> ${log}`]);
+    await sleep(300);
+    process.kill(first.pid, 'SIGKILL');
+    const killedAt = now();
+    await first.exited;
+    assert.equal((await second.exited).code, 0, second.stderr());
+    const e = events(log);
+    const term = e.get('term') as bigint;
+    assert.ok(term > killedAt && term - killedAt < 2_000_000_000n, 'CMD’s group got SIGTERM from its gate at once');
+    assert.ok((e.get('second') as bigint) > term, 'the next holder came in after CMD stopped');
+    assert.equal(pidRunning(log), undefined, 'nothing of the first CMD runs');
   });
 });
 

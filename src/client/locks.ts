@@ -41,8 +41,11 @@ export interface LockOptions {
   signal?: AbortSignal;
   /** Called when the request is in line behind others. */
   onQueued?: () => void;
-  /** Keep the lock while this process group runs, even if this client dies (a local agent only). */
-  attach?: { pgid: number };
+  /**
+   * Keep the lock while this process group runs, even if this client dies (a local agent only;
+   * its leader must carry `secret` in its environment as CORRAL_LOCK_GATE: see lock-wire.ts).
+   */
+  attach?: { pgid: number; secret: string };
   /** If this client dies without attaching, keep the lock `guardedForMs` more (see lock-wire.ts). */
   guard?: boolean;
   clock?: Clock;

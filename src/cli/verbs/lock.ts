@@ -82,8 +82,9 @@ exits (--ignore-signal SIG: ignored and not forwarded, as flom). If the lock is 
 or agent dies or is cut off, or its session ends), corral lock says so, sends SIGTERM to CMD's
 process group and SIGKILL before anyone else can be granted the lock, and exits 98. If corral
 lock itself is killed, a local agent keeps the lock until CMD's process group has ended (even
-across a crash and restart of the agent); where the group cannot be attached (-a, --foreground),
-the gate stops CMD and the agent keeps the lock until it has. See docs/locks.md.
+across a crash and restart of the agent); where the group cannot be attached (-a, another user's
+daemon, --foreground), the gate stops CMD and the agent keeps the lock until it has. See
+docs/locks.md.
 
 Requests are granted first come, first served among incompatible ones (flom lets readers starve
 writers). -c FILE reads flom's INI settings: [Resource] Name Timeout Quantity LockMode Create
@@ -549,10 +550,10 @@ async function lockAndRun(command: string[], s: Settings, target: Target, io: Cl
     command: command.join(' ').slice(0, 1024),
     signal: waiting.signal,
     // Attached, the agent keeps the lock while CMD's group runs even if corral lock dies; where
-    // it cannot (a remote agent, --foreground), guarded: the gate stops CMD then.
+    // it cannot (remote agent, another user's daemon), guarded: the gate stops CMD then.
     guard: true,
   };
-  if (pgid !== undefined) lockOptions.attach = { pgid };
+  if (pgid !== undefined) lockOptions.attach = { pgid, secret: gate.secret };
   if (s.quantity !== undefined) lockOptions.quantity = s.quantity;
 
   let rpc: RpcClient;
@@ -650,6 +651,8 @@ type GateOutcome = { code: number | null; signal: NodeJS.Signals | null } | { er
 
 interface Gate {
   pid: number;
+  /** The secret in the gate's environment that proves its group was started for this request. */
+  secret: string;
   /** Whether it has been told to run CMD. */
   told: boolean;
   /** Resolves when the gate process exits. */
@@ -665,10 +668,11 @@ interface Gate {
 
 /** Starts the gate: in a session of its own (CMD's group), or in corral lock's own with --foreground. */
 async function startGate(foreground: boolean): Promise<Gate> {
-  const [{ spawn }, { fileURLToPath }] = await Promise.all([import('node:child_process'), import('node:url')]);
+  const [{ spawn }, { randomBytes }, { fileURLToPath }] = await Promise.all([import('node:child_process'), import('node:crypto'), import('node:url')]);
+  const secret = randomBytes(16).toString('hex');
   const script = fileURLToPath(new URL('../lock-gate.js', import.meta.url));
-  // An empty environment of its own (no NODE_OPTIONS, no CA bundle to load): CMD's comes with "run".
-  const child = spawn(process.execPath, [script], { stdio: ['inherit', 'inherit', 'inherit', 'pipe'], detached: !foreground, env: {} });
+  // Its own environment is the secret alone (no NODE_OPTIONS, no CA bundle to load): CMD's comes with "run".
+  const child = spawn(process.execPath, [script], { stdio: ['inherit', 'inherit', 'inherit', 'pipe'], detached: !foreground, env: { CORRAL_LOCK_GATE: secret } });
   const pid = child.pid;
   if (pid === undefined) {
     const error = await new Promise<Error>((resolve) => child.once('error', resolve));
@@ -710,6 +714,7 @@ async function startGate(foreground: boolean): Promise<Gate> {
   });
   const gate: Gate = {
     pid,
+    secret,
     told: false,
     exited: exited.then(() => undefined),
     // The gate's own status stands in for CMD's when it died without reporting (killed).
