@@ -3,11 +3,13 @@
 // (its own daemon) under a temporary directory; everything is stopped by pid at the end.
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { LockListingWire } from '../api/lock-wire.js';
+import { CORRAL } from '../testkit/cli.js';
 import { LockTestDir } from '../testkit/lock.js';
 import { sleep, waitUntil } from '../testkit/local.js';
 
@@ -147,6 +149,26 @@ describe('corral lock: exit codes, options and the command', { concurrency: 6, t
     assert.notEqual(pid, pgid);
     const [, , fgPgid] = (await lock(['-r', 'pg', '--foreground', '--', 'sh', '-c', idsOf])).stdout.trim().split(' ').map(Number);
     assert.equal(fgPgid, Number(mine[2]), 'the caller’s group');
+  });
+
+  const script = ['/usr/bin/script', '/bin/script'].find((p) => existsSync(p));
+  it('in a terminal: CMD has no controlling terminal (no /dev/tty), except with --foreground', { skip: script === undefined ? 'no script(1) to make a terminal' : false }, async () => {
+    // script(1) runs its command line under a new pseudo-terminal, as a login shell would.
+    const probe = `'${process.execPath}' '${CORRAL}' lock -s '${socket}' -r tty FG -- sh -c '( : </dev/tty ) 2>/dev/null && echo tty-ok || echo no-tty'`;
+    const run = (fg: boolean): Promise<string> =>
+      new Promise((resolve, reject) => {
+        const c = spawn(script as string, ['-qec', probe.replace(' FG', fg ? ' --foreground' : ''), '/dev/null'], { env: { ...process.env, ...td.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+        const timer = setTimeout(() => c.kill('SIGKILL'), 30_000);
+        c.once('error', reject);
+        c.once('exit', () => {
+          clearTimeout(timer);
+          resolve(out.replace(/\r/g, '').trim());
+        });
+      });
+    assert.equal(await run(false), 'no-tty', 'a session of its own: no controlling terminal');
+    assert.equal(await run(true), 'tty-ok', '--foreground: the terminal’s session');
   });
 
   it('-V prints the effective settings and the element locked; -v the version; --signal-list the signals', async () => {

@@ -38,7 +38,7 @@ const spec: VerbSpec = {
     { name: 'config-file', short: 'c', type: 'string', value: 'FILE', description: 'read settings from a FLoM configuration file (INI)' },
     { name: 'config', type: 'string', value: 'FILE', description: 'cluster-wide lock through the local agent of this cluster (also $CORRAL_CONFIG)' },
     { name: 'on-lost', type: 'string', value: 'kill|warn', description: 'if the lock is lost: stop CMD (kill, default) or only warn; both exit 98' },
-    { name: 'foreground', type: 'boolean', description: "run CMD in corral lock's process group (terminal job control); only CMD itself is signalled" },
+    { name: 'foreground', type: 'boolean', description: "run CMD in corral lock's process group and session: it keeps the terminal (/dev/tty prompts such as sudo's, job control); only CMD itself is signalled" },
     { name: 'ignore-signal', type: 'string', multiple: true, value: 'SIG', description: 'ignore SIG (name or number) and do not forward it to CMD, as flom does' },
     { name: 'quiesce-exit', short: 'x', type: 'boolean', description: 'ask the private daemon to exit once idle' },
     { name: 'immediate-exit', short: 'X', type: 'boolean', description: 'ask the private daemon to exit now (holders lose their locks and stop their commands)' },
@@ -85,6 +85,10 @@ lock itself is killed, a local agent keeps the lock until CMD's process group ha
 across a crash and restart of the agent); where the group cannot be attached (-a, another user's
 daemon, --foreground), the gate stops CMD and the agent keeps the lock until it has. See
 docs/locks.md.
+
+CMD runs in a session of its own, without a controlling terminal (Node cannot make a process group
+inside the terminal's session): a program that prompts on /dev/tty (sudo, ssh) fails there. Use
+--foreground for such commands, or sudo -S (stdin is still the terminal).
 
 Requests are granted first come, first served among incompatible ones (flom lets readers starve
 writers). -c FILE reads flom's INI settings: [Resource] Name Timeout Quantity LockMode Create
