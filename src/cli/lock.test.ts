@@ -199,6 +199,26 @@ describe('corral lock: exit codes, options and the command', { concurrency: 6, t
     assert.match(v.stdout, /^\[Resource\]\/LockMode=3$/m);
   });
 
+  it('-i 0 on the command line overrides the file’s IdleLifespan (flom’s 0 could not); -p without -a is ignored, as flom', async () => {
+    const conf = path.join(td.dir, 'idle.conf');
+    writeFileSync(conf, '[Resource]\nIdleLifespan=60000\n[Daemon]\nUnicastPort=7777\n');
+    const value = async (args: string[]): Promise<string> => {
+      const r = await lock(['-c', conf, ...args, '--', 'sh', '-c', 'echo $CORRAL_LOCK_VALUE']);
+      assert.equal(r.code, 0, r.stderr);
+      return r.stdout.trim();
+    };
+    // The file's lifespan keeps a sequence's counter between holders; -i 0 forgets it at once.
+    assert.deepEqual([await value(['-r', '_s_kept[1]']), await value(['-r', '_s_kept[1]'])], ['1', '2']);
+    assert.deepEqual([await value(['-r', '_s_gone[1]', '-i', '0']), await value(['-r', '_s_gone[1]', '-i', '0'])], ['1', '1']);
+    const v = await lock(['-c', conf, '-i', '0', '-V', '--', 'true']);
+    assert.match(v.stdout, /^\[Resource\]\/IdleLifespan=0$/m);
+    // flom uses the port only with a unicast address: the local socket serves, the port is shown.
+    const p = await lock(['-p', '1234', '-V', '-r', 'portonly', '--', 'true']);
+    assert.equal(p.code, 0, p.stderr);
+    assert.match(p.stdout, /^\[Daemon\]\/UnicastPort=1234$/m);
+    assert.match(p.stdout, /^\[Corral\]\/Target='private daemon unix:/m);
+  });
+
   it('grants by the full 36-pair mode matrix (FLoM’s, VMS DLM)', async () => {
     const gates = MODES.map(() => gate());
     const holders = MODES.map((m, i) => td.start(['lock', '-s', socket, '-r', `matrix${m}`, '-l', m, '--', 'sh', '-c', (gates[i] as ReturnType<typeof gate>).script]));
