@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import { constants } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -421,6 +422,57 @@ describe('the private daemon', { concurrency: true, timeout: 120_000 }, () => {
     const none = await td.corral(['lock', '-s', socket, '-x']);
     assert.equal(none.code, 99);
     assert.match(none.stderr, /no lock daemon answers/);
+  });
+
+  it('-o is one deadline across starting a daemon, retrying and waiting: not the full timeout again at each step', async (t) => {
+    // A holder keeps the lock through a daemon crash (--on-lost warn: its command runs on, and the
+    // restarted daemon takes the lock back). The requester finds no daemon, starts one (slowed by
+    // 1 s by a preloaded module that sleeps in the daemon only), retries until it answers, and then
+    // waits in line: all within one 3000 ms deadline. Counted per step, the wait alone would take
+    // 3000 ms once the daemon answered.
+    const socket = td.socket();
+    const g = gate();
+    const holder = td.start(['lock', '-s', socket, '-d', '-1', '--on-lost', 'warn', '-r', 'deadline', '--', 'sh', '-c', g.script]);
+    try {
+      await ready(g.ready);
+      process.kill(await td.daemonPid(socket), 'SIGKILL');
+      await waitUntil('the holder told of the loss', () => Promise.resolve(/keeps running unprotected/.test(holder.stderr()) ? true : undefined), 10_000);
+      const slow = path.join(td.dir, 'slow-daemon.cjs');
+      writeFileSync(slow, "if (process.argv.includes('--private')) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000);\n");
+      const accepts = (): Promise<boolean> =>
+        new Promise((resolve) => {
+          const c = createConnection(socket);
+          c.once('connect', () => {
+            c.destroy();
+            resolve(true);
+          });
+          c.once('error', () => resolve(false));
+        });
+      assert.equal(await accepts(), false, 'the dead daemon’s socket refuses connections');
+      const t0 = performance.now();
+      const request = td.corral(['lock', '-s', socket, '-d', '-1', '-r', 'deadline', '-o', '3000', '--', 'true'], { env: { NODE_OPTIONS: `--require ${slow}` } });
+      // When the new daemon serves: its socket accepts connections.
+      let readyAt = Number.POSITIVE_INFINITY;
+      while (performance.now() - t0 < 10_000) {
+        if (await accepts()) {
+          readyAt = performance.now() - t0;
+          break;
+        }
+        await sleep(5);
+      }
+      const r = await request;
+      const elapsed = performance.now() - t0;
+      t.diagnostic(`the new daemon served after ${Math.round(readyAt)} ms; corral lock exited 98 after ${Math.round(elapsed)} ms`);
+      assert.equal(r.code, 98, r.stderr);
+      assert.match(r.stderr, /timeout \(3000 milliseconds\) expired/);
+      assert.ok(readyAt > 1000 && readyAt < 2700, `the new daemon served ${readyAt} ms into the request (the wait in line came after)`);
+      assert.ok(elapsed >= 3000, `gave up after ${elapsed} ms`);
+      // One deadline: over about 3000 ms after start; per step, 3000 ms more after the daemon answered.
+      assert.ok(elapsed < readyAt + 3000 - 300 && elapsed < 4500, `gave up ${elapsed} ms after start, ${elapsed - readyAt} ms after the daemon answered`);
+    } finally {
+      g.release();
+    }
+    assert.equal((await holder.exited).code, 98);
   });
 
   it('-X stops the daemon at once: holders are told, stop their commands and exit 98', async () => {
