@@ -166,15 +166,23 @@ async function runLock(args: ParsedArgs, io: CliIO): Promise<number> {
       throw new CorralError('USAGE', `--${opt.name}${opt.short ? ` (-${opt.short})` : ''}: ${opt.description} is not supported by corral; see 'corral help lock'`);
     }
   }
-  const settings = await resolveSettings(args, io);
-  const target = chooseTarget(settings, io.env);
-  if (o['quiesce-exit'] === true || o['immediate-exit'] === true) return await shutdownDaemon(target, o['immediate-exit'] === true, io);
-  if (args.command.length === 0) {
-    io.stderr('corral lock: No command to execute! Give it after --: corral lock [options] -- CMD [ARGS...]\n');
-    return 97;
+  const shutdown = o['quiesce-exit'] === true || o['immediate-exit'] === true;
+  // CMD's gate starts first, so that its start-up overlaps everything else corral lock does.
+  const gate = !shutdown && args.command.length > 0 ? await startGate(o.foreground === true) : undefined;
+  try {
+    const settings = await resolveSettings(args, io);
+    const target = chooseTarget(settings, io.env);
+    if (shutdown) return await shutdownDaemon(target, o['immediate-exit'] === true, io);
+    if (gate === undefined) {
+      io.stderr('corral lock: No command to execute! Give it after --: corral lock [options] -- CMD [ARGS...]\n');
+      return 97;
+    }
+    if (settings.verbose) printSettings(settings, target, io);
+    return await lockAndRun(args.command, settings, target, gate, io);
+  } finally {
+    // Told to run CMD, it ends with CMD; otherwise it goes now (a bad option, a failed request).
+    gate?.abandon();
   }
-  if (settings.verbose) printSettings(settings, target, io);
-  return await lockAndRun(args.command, settings, target, io);
 }
 
 // --- settings ---------------------------------------------------------------------------------
@@ -483,15 +491,14 @@ async function shutdownDaemon(target: Target, immediate: boolean, io: CliIO): Pr
 
 // --- running the command ------------------------------------------------------------------------
 
-async function lockAndRun(command: string[], s: Settings, target: Target, io: CliIO): Promise<number> {
+async function lockAndRun(command: string[], s: Settings, target: Target, gate: Gate, io: CliIO): Promise<number> {
   const { constants } = await import('node:os');
   const start = clock.now();
   const deadline = s.timeoutMs > 0 ? start + s.timeoutMs : Number.POSITIVE_INFINITY;
 
-  // CMD runs through the gate (cli/lock-gate.ts), started now so that its start-up overlaps the
-  // request: it leads CMD's process group (unless --foreground) and starts CMD only when told to,
-  // once the lock is granted with that group attached.
-  const gate = await startGate(s.foreground);
+  // CMD runs through the gate (cli/lock-gate.ts), already starting: it leads CMD's process group
+  // (unless --foreground) and starts CMD only when told to, once the lock is granted with that
+  // group attached.
   const pgid = s.foreground ? undefined : gate.pid;
   const waiting = new AbortController();
   void gate.exited.then(() => {
@@ -732,7 +739,7 @@ async function startGate(foreground: boolean): Promise<Gate> {
       channel.write(`${JSON.stringify({ run: message })}\n`);
     },
     abandon() {
-      channel.destroy();
+      if (!gate.told) channel.destroy();
     },
     signalCommand,
   };
