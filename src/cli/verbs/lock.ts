@@ -697,6 +697,12 @@ async function startGate(foreground: boolean): Promise<Gate> {
   let buffer = '';
   let reported: GateOutcome | undefined;
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  // The gate's last messages may still be unread when it is seen to exit: its report counts once
+  // the channel has ended (bounded, should anything else hold the channel open).
+  const drained = new Promise<void>((resolve) => {
+    channel.once('close', resolve);
+    void exited.then(() => setTimeout(resolve, 2000).unref());
+  });
   const signalCommand = (sig: NodeJS.Signals): void => {
     try {
       if (!foreground) process.kill(-pid, sig);
@@ -729,7 +735,7 @@ async function startGate(foreground: boolean): Promise<Gate> {
     told: false,
     exited: exited.then(() => undefined),
     // The gate's own status stands in for CMD's when it died without reporting (killed).
-    outcome: exited.then((own) => {
+    outcome: Promise.all([exited, drained]).then(([own]) => {
       if (reported !== undefined) return reported;
       if (cmdPid === undefined) return { error: { code: `the gate exited (${own.signal ?? `status ${own.code}`}) before starting it`, message: '' } };
       return own;
