@@ -143,6 +143,7 @@ export class Agent {
       logger: logger.child({ component: 'locks' }),
       onActivity: () => this.activityChanged(),
     });
+    await this.recoverLocks(lockTtlSeconds);
     const lifespan = this.opts.private?.lifespanMs;
     if (lifespan !== undefined) this.idleExit = new IdleExit(this.clock, lifespan, (ms) => void this.stop(`idle for ${ms} ms`));
     addLockRoutes(this.server, this.locks, this.idleExit && {
@@ -180,6 +181,35 @@ export class Agent {
       { socket: this.self.socket, address: formatHostPort({ host: this.self.address.host, port: this.tlsPort }), cluster: config.cluster },
       'agent started',
     );
+  }
+
+  /**
+   * Before serving: the locks its previous incarnation kept for commands that still run (their
+   * clients gone) are taken back (LockService.recover()). A store that does not answer now is
+   * tried again in the background until the lock TTL has passed: by then those keys have expired.
+   */
+  private async recoverLocks(ttlSeconds: number): Promise<void> {
+    const locks = this.locks;
+    if (!locks) return;
+    const { logger } = this.opts;
+    const until = this.clock.now() + ttlSeconds * 1000;
+    const attempt = async (): Promise<boolean> => {
+      try {
+        const n = await locks.recover();
+        if (n > 0) logger.warn({ locks: n }, 'took back locks kept for commands that still run');
+        return true;
+      } catch (err) {
+        logger.warn({ err: (err as Error).message }, 'could not look for locks kept for commands that still run; trying again');
+        return false;
+      }
+    };
+    if (await attempt()) return;
+    void (async () => {
+      while ((this.stateValue === 'starting' || this.stateValue === 'running') && this.clock.now() < until) {
+        await this.clock.sleep(500);
+        if (await attempt()) return;
+      }
+    })();
   }
 
   /**

@@ -4,19 +4,17 @@
 //   POST /v1/locks/acquire  {LockAcquireBody}  → NDJSON stream of LockEvent, open while the lock is held
 //   POST /v1/locks/release  {id, rollback}     → {released: true}; the stream then ends with "released"
 //   POST /v1/locks/confirm  {id}               → {validForMs}: the lock is held at least that long
-//   POST /v1/locks/attach   {id, pgid}         → {}: keep the lock while this process group lives
 //   GET  /v1/locks                             → LockListingWire
 //   POST /v1/private/quiesce, /v1/private/exit → a private daemon's -x and -X
 //
 // Closing the acquire stream (or the client dying) releases the lock, rolling a transactional
-// sequence value back, unless an attached process group still runs (then it is released when the
-// group is gone).
+// sequence value back, unless the request attached a process group that still runs (then it is
+// released when the group is gone) or asked for the guard (then it is released stopWithinMs later).
 
 export const LOCK_PATHS = {
   acquire: '/v1/locks/acquire',
   release: '/v1/locks/release',
   confirm: '/v1/locks/confirm',
-  attach: '/v1/locks/attach',
   list: '/v1/locks',
   quiesce: '/v1/private/quiesce',
   exit: '/v1/private/exit',
@@ -37,6 +35,17 @@ export interface LockAcquireBody {
   command?: string;
   /** The requesting machine, when it is not the agent's. */
   host?: string;
+  /**
+   * Keep the lock while this process group runs, even if the client dies (local clients only). The
+   * group's leader must carry `secret` in its environment as CORRAL_LOCK_GATE (see
+   * util/process-group.ts checkAttach): that proves the group was started for this request.
+   */
+  attach?: { pgid: number; secret: string };
+  /**
+   * When the group cannot be attached (or none is given): if the client dies, keep the lock
+   * `guardedForMs` (the granted event says how long) while the client's gate stops its command.
+   */
+  guard?: boolean;
 }
 
 export interface LockGrantedEvent {
@@ -60,6 +69,12 @@ export interface LockGrantedEvent {
    * be granted the lock.
    */
   stopWithinMs: number;
+  /** The request's process group is attached: the lock is kept while it runs, even if the client dies. */
+  attached?: boolean;
+  /** Not attached but guarded: the lock outlives a dead client by this much, for its gate to stop the command. */
+  guardedForMs?: number;
+  /** Why the attach asked for was not made (the guard applies instead). */
+  attachRefused?: string;
 }
 
 export type LockEvent =
@@ -90,7 +105,10 @@ export interface LockEntryWire {
   since: string;
   /** Holders only (decimal). */
   fencingToken: string | null;
-  /** The client went away but the process group it attached still runs: kept until it ends. */
+  /**
+   * The client went away; the lock is kept while the process group it attached runs (or, guarded,
+   * while its gate stops the command).
+   */
   orphaned?: boolean;
 }
 

@@ -32,7 +32,7 @@ interface Tenure {
   id: string;
   mode: LockMode;
   token: bigint;
-  /** The command's process group (its shell's pid). */
+  /** The command's process group (led by its gate, the shell's parent). */
   pgid: number;
   /** Wall-clock ns: corral lock was spawned (its request came later). */
   requested: bigint;
@@ -66,8 +66,10 @@ function random(seed: number): () => number {
 }
 
 function script(log: string, id: string, mode: string, beats: number): string {
-  const w = `w() { echo "$1 ${id} ${mode} $CORRAL_FENCE $$ $(date +%s%N)" >> ${log}; }`;
-  return `${w}; trap 'w leave; exit 1' TERM; w enter; n=0; while [ $n -lt ${beats} ]; do sleep 0.02; w beat; n=$((n+1)); done; w leave`;
+  // The process group: field 5 of /proc/$$/stat (the shell's pid is not it: its gate leads the group).
+  const pg = 'read -r st < /proc/$$/stat; set -- ${st##*) }; pg=$3';
+  const w = `w() { echo "$1 ${id} ${mode} $CORRAL_FENCE $pg $(date +%s%N)" >> ${log}; }`;
+  return `${pg}; ${w}; trap 'w leave; exit 1' TERM; w enter; n=0; while [ $n -lt ${beats} ]; do sleep 0.02; w beat; n=$((n+1)); done; w leave`;
 }
 
 for (const backend of ['embedded', 'etcd'] as const) {

@@ -139,8 +139,43 @@ export class LockTestDir {
         // gone
       }
     }
+    // Commands whose corral lock was killed live on under their gates, out of the holders' trees:
+    // every process whose command line names this directory goes, with its process group.
+    const ownGroup = groupOf(process.pid);
+    for (const pid of processesMentioning(this.dir)) {
+      const group = groupOf(pid);
+      try {
+        if (group !== undefined && group !== ownGroup && group > 1) process.kill(-group, 'SIGKILL');
+        else process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+function groupOf(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Live processes (not this one) whose command line contains `text`. */
+function processesMentioning(text: string): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(text) && isProcessAlive(Number(entry))) out.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
 }
 
 /** Every live descendant of `pid` (children first seen in /proc). */
