@@ -203,8 +203,16 @@ export class Agent {
         return false;
       }
     };
-    if (await attempt()) return;
+    // The first try waits at most a second: an agent must start and answer while its store is down
+    // (the old incarnation's keys keep their lease until the TTL, so nobody else is granted them
+    // meanwhile); the tries go on in the background until the TTL has passed.
+    const first = attempt();
+    let timer: NodeJS.Timeout | undefined;
+    const settled = await Promise.race([first, new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), 1000)))]);
+    clearTimeout(timer);
+    if (settled === true) return;
     void (async () => {
+      if (settled === undefined && (await first)) return;
       while ((this.stateValue === 'starting' || this.stateValue === 'running') && this.clock.now() < until) {
         await this.clock.sleep(500);
         if (await attempt()) return;
