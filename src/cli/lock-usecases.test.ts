@@ -284,8 +284,8 @@ for (const backend of ['embedded', 'etcd'] as const) {
       assert.ok(await stillWaiting(consumer, 500), 'waits for the resource to exist');
       assert.equal((await lock(['-r', 'UC16', '-e', 'no', '-o', '0', '--', 'true'])).code, 96, 'one that may not wait: 96');
       const producer = await lock(['-r', 'UC16', '--', 'sh', '-c', `${j.line('producer', 'ran')}; sleep 0.2`]);
-      assert.equal(producer.code, 0);
-      assert.equal((await consumer.exited).code, 0);
+      assert.equal(producer.code, 0, producer.stderr);
+      assert.equal((await consumer.exited).code, 0, consumer.stderr());
       assert.deepEqual(j.read(), ['producer ran', 'consumer ran']);
     });
 
