@@ -10,6 +10,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { existsSync, mkdtempSync, rmSync, watch, type FSWatcher } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -359,6 +360,8 @@ export class SshFleet implements Fleet {
     queue: AsyncQueue<FanoutEvent>,
   ): Promise<void> {
     const stop = new AbortController();
+    // Every node's command listens to both.
+    setMaxListeners(0, stop.signal, signal);
     const onAbort = (): void => stop.abort();
     signal.addEventListener('abort', onAbort, { once: true });
     if (signal.aborted) stop.abort();
@@ -543,6 +546,7 @@ export class SshFleet implements Fleet {
 
   async *call(nodes: string[], call: NodeCall, opts: { fanout?: number; signal: AbortSignal }): AsyncGenerator<FanoutCallEvent> {
     const list = resolveTargets({ nodes: nodes.join(',') }, this.names, {});
+    setMaxListeners(0, opts.signal);
     const queue = new AsyncQueue<FanoutCallEvent>(512);
     queue.push({ t: 'plan', nodes: list });
     void window(list, opts.fanout ?? DEFAULT_FANOUT, opts.signal, async (node) => {
@@ -651,6 +655,7 @@ export class SshFleet implements Fleet {
     const rel = checkRelative('file', file.path);
     if (!Number.isSafeInteger(file.size) || (file.size as number) < 0) throw new CorralError('BAD_REQUEST', `put ${rel}: size must be a non-negative integer`);
     if (typeof file.sha256 !== 'string' || !SHA256.test(file.sha256)) throw new CorralError('BAD_REQUEST', `put ${rel}: sha256 must be 64 lower-case hex digits`);
+    setMaxListeners(0, signal);
     const size = file.size as number;
     const sha = file.sha256;
     const mode = Number.isInteger(file.mode) ? (file.mode as number) & 0o777 : 0o644;
@@ -748,6 +753,7 @@ export class SshFleet implements Fleet {
   async read(node: string, file: string, signal: AbortSignal): Promise<AsyncIterable<Buffer>> {
     const [name] = resolveTargets({ nodes: node }, this.names, {});
     const given = checkPathText('read', file);
+    setMaxListeners(0, signal);
     const link = this.link(name as string);
     await this.ensureMaster(link);
     const release = await link.slots.take();

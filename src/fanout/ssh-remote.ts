@@ -33,54 +33,55 @@ function seconds(ms: number): string {
 }
 
 /**
- * The remote side of one exec. It runs the command in a session (and process group) of its own
- * under setsid, prints `corral-NONCE start PGID` on stderr just before exec'ing it, waits, and
- * prints `corral-NONCE exit STATUS` last. The local side strips both lines, learns the group to
- * kill from the first, and tells the command's status from a lost connection by the second.
- * Without --stdin a watchdog holds the session's stdin: when the SSH session ends early (the local
- * client died), it reads end-of-file and kills the command's group.
+ * The remote side of one exec. It starts the command under setsid, in a session (and process
+ * group) of its own whose id is the command's pid, prints `corral-NONCE start PGID` on stderr,
+ * waits, and prints `corral-NONCE exit STATUS` last. The local side strips both lines, learns the
+ * group to kill from the first, and tells the command's status from a lost connection by the
+ * second. Without --stdin a watchdog (a subshell, no extra program) holds the session's input:
+ * when the SSH session ends early (the local client died), it reads end-of-file and kills the
+ * command's group. Besides the command, a run costs the host two exec()s: sh and setsid.
  */
 export function execWrapper(o: WrapperOptions): string {
-  const inner = [
-    `command -v "$1" >/dev/null 2>&1 || { printf 'corral: %s: command not found\\n' "$1" >&2; exit 127; }`,
-    `printf 'corral-${o.nonce} start %s\\n' "$$" >&2`,
-    'exec "$@"',
-  ].join('; ');
   const lines = [
     `N=${o.nonce}`,
     `fin() { printf 'corral-%s exit %s\\n' "$N" "$1" >&2; exit "$1"; }`,
     `command -v setsid >/dev/null 2>&1 || { printf 'corral: setsid (util-linux) is missing on this host; corral --ssh needs it\\n' >&2; fin 127; }`,
     'S=',
   ];
+  const fail = (rc: number): string => `{ [ -z "$S" ] || rm -rf -- "$S"; fin ${rc}; }`;
   if (o.script) {
     const file = `"$S"/${shq(o.script.name)}`;
     lines.push(
       `S="$PWD"/.corral/scripts/${o.script.rand}`,
       `(umask 077 && mkdir -p -- "$S") || fin 126`,
-      o.script.size > 0
-        ? `dd bs=${o.script.size} count=1 iflag=fullblock of=${file} 2>/dev/null || { rm -rf -- "$S"; fin 126; }`
-        : `: > ${file} || { rm -rf -- "$S"; fin 126; }`,
-      `chmod 700 ${file} || { rm -rf -- "$S"; fin 126; }`,
+      o.script.size > 0 ? `dd bs=${o.script.size} count=1 iflag=fullblock of=${file} 2>/dev/null || ${fail(126)}` : `: > ${file} || ${fail(126)}`,
+      `chmod 700 ${file} || ${fail(126)}`,
       `set -- ${file} "$@"`,
     );
   }
-  if (o.cwd !== undefined) lines.push(`cd -- ${shq(o.cwd)} || { [ -z "$S" ] || rm -rf -- "$S"; fin 126; }`);
+  if (o.cwd !== undefined) lines.push(`cd -- ${shq(o.cwd)} || ${fail(126)}`);
   for (const [k, v] of Object.entries(o.env)) lines.push(`${k}=${shq(v)}; export ${k}`);
   lines.push(
+    `command -v "$1" >/dev/null 2>&1 || { printf 'corral: %s: command not found\\n' "$1" >&2; ${fail(127)}; }`,
     'exec 3<&0',
-    `setsid /bin/sh -c ${shq(inner)} sh "$@" ${o.stdin ? '<&3' : '</dev/null'} 3<&- &`,
+    // A background job of a shell without job control is not a group leader, so setsid(1) calls
+    // setsid() in place: the job's pid is the new session's and group's id.
+    `setsid "$@" ${o.stdin ? '<&3' : '</dev/null'} 3<&- &`,
     'pid=$!',
+    `printf 'corral-%s start %s\\n' "$N" "$pid" >&2`,
     'w=',
   );
   if (!o.stdin) {
-    const watchdog = `cat >/dev/null 2>&1; kill -TERM -"$1" 2>/dev/null; sleep ${seconds(o.killGraceMs)}; kill -KILL -"$1" 2>/dev/null`;
-    lines.push(`setsid /bin/sh -c ${shq(watchdog)} sh "$pid" <&3 >/dev/null 2>&1 3<&- &`, 'w=$!');
+    lines.push(
+      `{ while read -r _; do :; done; kill -TERM -"$pid" 2>/dev/null; sleep ${seconds(o.killGraceMs)}; kill -KILL -"$pid" 2>/dev/null; } <&3 >/dev/null 2>&1 &`,
+      'w=$!',
+    );
   }
   lines.push(
     'exec 3<&-',
     // (dash reports a job killed by a signal as "Terminated" on stderr; the command did not print it)
     'wait "$pid" 2>/dev/null; rc=$?',
-    '[ -z "$w" ] || kill -TERM -"$w" 2>/dev/null',
+    '[ -z "$w" ] || kill -TERM "$w" 2>/dev/null',
     '[ -z "$S" ] || rm -rf -- "$S"',
     'fin "$rc"',
   );
@@ -94,7 +95,8 @@ export function execWrapper(o: WrapperOptions): string {
 export function killScript(pgid: number, graceMs: number): string {
   const polls = Math.max(0, Math.ceil(graceMs / 50));
   return [
-    `kill -TERM -${pgid} 2>/dev/null || exit 0`,
+    // (the group exists once setsid ran; a moment before, the pid alone is the command-to-be)
+    `kill -TERM -${pgid} 2>/dev/null || kill -TERM ${pgid} 2>/dev/null || exit 0`,
     `i=0; while [ "$i" -lt ${polls} ] && kill -0 ${pgid} 2>/dev/null; do sleep 0.05; i=$((i+1)); done`,
     `kill -KILL -${pgid} 2>/dev/null; exit 0`,
   ].join('\n');
