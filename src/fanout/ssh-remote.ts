@@ -108,7 +108,6 @@ export function killScript(pgid: number, graceMs: number): string {
 export const STEP = {
   mkdirParent: 10,
   writeTemp: 11,
-  tooFew: 12,
   tooMany: 13,
   shaMismatch: 14,
   place: 15,
@@ -134,36 +133,79 @@ export const CHECK_SCRIPT = [
   'exit 0',
 ].join('\n');
 
-/** put: "$1" dir, "$2" target, "$3" temp name, "$4" size, "$5" sha256, "$6" octal mode; the bytes on stdin. */
-export const PUT_SCRIPT = [
+/**
+ * The file server: one SSH session that receives and sends many files, so that a push or a gather
+ * of thousands of small files costs neither a session (and a login shell) nor a local ssh process
+ * per file. It prints "$PWD" and a NUL, then serves requests one after the other. A path line is
+ * `r` and the path, or `e` and the path with every byte outside printable ASCII and every
+ * backslash as \0NNN (for names with newlines; printf %b decodes it).
+ *
+ * Put: `P SIZE SHA256 MODE FSYNC`, DIR, TARGET and TEMP lines, exactly SIZE bytes, then a verdict
+ * line: C when the sender sent the file whole, A when it had more bytes than announced. The answer
+ * is `R STEP SHA256|- MESSAGE`: STEP 0 when the file is in place, else the step that failed (see
+ * STEP). The bytes go to TEMP (created exclusively, mode 600), are hashed there with sha256sum,
+ * and only a match is given its mode and renamed onto TARGET. A sender that stops mid-file ends
+ * the session: dd reads end-of-file, the verdict never comes, and the temporary file is removed.
+ *
+ * Get: `G` and a path line. The answer is `E STEP` (missing, not a file, unreadable) or `K`, the
+ * file in base64 on one line (any change of size on the way cannot break the framing), then
+ * `S STATUS MESSAGE`.
+ */
+export const FILE_SERVER_SCRIPT = [
   'export LC_ALL=C',
+  'umask 077',
+  'exec 3>&1',
+  "nl='\n'",
+  `path() { case $1 in r*) r=\${1#r} ;; *) r=$(printf '%bx' "\${1#e}"); r=\${r%x} ;; esac; }`,
   `printf '%s\\0' "$PWD"`,
-  `mkdir -p -- "$1" || exit ${STEP.mkdirParent}`,
-  `(set -C; umask 077; exec cat > "$3") || { rm -f -- "$3"; exit ${STEP.writeTemp}; }`,
-  `n=$(wc -c < "$3") || { rm -f -- "$3"; exit ${STEP.writeTemp}; }`,
-  'n=$((n+0))',
-  `if [ "$n" -lt "$4" ]; then rm -f -- "$3"; printf '%s\\0' "$n"; exit ${STEP.tooFew}; fi`,
-  `if [ "$n" -gt "$4" ]; then rm -f -- "$3"; printf '%s\\0' "$n"; exit ${STEP.tooMany}; fi`,
-  `h=$(sha256sum < "$3") || { rm -f -- "$3"; exit ${STEP.writeTemp}; }`,
-  'h=${h%% *}',
-  `if [ "$h" != "$5" ]; then rm -f -- "$3"; printf '%s\\0' "$h"; exit ${STEP.shaMismatch}; fi`,
-  `chmod "$6" "$3" || { rm -f -- "$3"; exit ${STEP.writeTemp}; }`,
-  'sync -d -- "$3" 2>/dev/null',
-  `if [ -d "$2" ] && [ ! -L "$2" ]; then rm -f -- "$3"; echo "mv: Is a directory" >&2; exit ${STEP.place}; fi`,
-  `mv -fT -- "$3" "$2" || { rm -f -- "$3"; exit ${STEP.place}; }`,
-  `printf '%s\\0' "$n" "$h"`,
+  'while IFS= read -r hd; do',
+  '  set -- $hd',
+  '  case $1 in',
+  '  G)',
+  '    IFS= read -r l1 || exit 0',
+  '    path "$l1"',
+  `    if [ ! -e "$r" ]; then echo 'E ${STEP.notFound}'`,
+  `    elif [ ! -f "$r" ]; then echo 'E ${STEP.notFile}'`,
+  `    elif [ ! -r "$r" ]; then echo 'E ${STEP.notReadable}'`,
+  '    else',
+  '      echo K',
+  '      msg=$(base64 -w 0 2>&1 >&3 < "$r"); rc=$?',
+  `      printf '\\nS %s %s\\n' "$rc" "\${msg%%"$nl"*}"`,
+  '    fi',
+  '    continue ;;',
+  '  P) ;;',
+  '  *) exit 0 ;;',
+  '  esac',
+  '  IFS= read -r l1 && IFS= read -r l2 && IFS= read -r l3 || exit 0',
+  '  size=$2 sha=$3 mode=$4 sync=$5',
+  '  path "$l1"; d=$r; path "$l2"; t=$r; path "$l3"; tmp=$r',
+  '  code=0 msg= h=-',
+  `  if [ ! -d "$d" ] && ! msg=$(mkdir -p -- "$d" 2>&1); then`,
+  `    code=${STEP.mkdirParent}`,
+  '    dd bs=65536 count="$size" iflag=count_bytes,fullblock of=/dev/null status=none || exit 0',
+  '  elif ! msg=$(dd bs=65536 count="$size" iflag=count_bytes,fullblock conv=excl of="$tmp" status=none 2>&1); then',
+  `    rm -f -- "$tmp"; printf 'R ${STEP.writeTemp} - %s\\n' "\${msg%%"$nl"*}"; exit 0`,
+  '  fi',
+  '  IFS= read -r verdict || { rm -f -- "$tmp"; exit 0; }',
+  `  [ "$code" != 0 ] || [ "$verdict" = C ] || code=${STEP.tooMany}`,
+  `  if [ "$code" = 0 ]; then h=$(sha256sum < "$tmp") || code=${STEP.writeTemp}; h=\${h%% *}; fi`,
+  `  [ "$code" != 0 ] || [ "$h" = "$sha" ] || code=${STEP.shaMismatch}`,
+  `  [ "$code" != 0 ] || msg=$(chmod "$mode" "$tmp" 2>&1) || code=${STEP.writeTemp}`,
+  `  [ "$code" != 0 ] || [ "$sync" != 1 ] || msg=$(sync -d -- "$tmp" 2>&1) || code=${STEP.writeTemp}`,
+  `  if [ "$code" = 0 ] && [ -d "$t" ] && [ ! -L "$t" ]; then msg='Is a directory'; code=${STEP.place}; fi`,
+  `  [ "$code" != 0 ] || msg=$(mv -fT -- "$tmp" "$t" 2>&1) || code=${STEP.place}`,
+  '  [ "$code" = 0 ] || rm -f -- "$tmp"',
+  `  printf 'R %s %s %s\\n' "$code" "$h" "\${msg%%"$nl"*}"`,
+  'done',
 ].join('\n');
 
-/** read: "$1" the file; prints K after the checks, then the bytes. */
-export const READ_SCRIPT = [
-  'export LC_ALL=C',
-  `printf '%s\\0' "$PWD"`,
-  `[ -e "$1" ] || exit ${STEP.notFound}`,
-  `[ -f "$1" ] || exit ${STEP.notFile}`,
-  `[ -r "$1" ] || exit ${STEP.notReadable}`,
-  'printf K',
-  'exec cat -- "$1"',
-].join('\n');
+/** A path as one request line of the file server. */
+export function putPathLine(p: string): string {
+  if (!p.includes('\n')) return `r${p}\n`;
+  let out = 'e';
+  for (const byte of Buffer.from(p)) out += byte >= 0x20 && byte < 0x7f && byte !== 0x5c ? String.fromCharCode(byte) : `\\0${byte.toString(8).padStart(3, '0')}`;
+  return `${out}\n`;
+}
 
 /**
  * list: "$1" the root (never starting with "-"); prints `TYPE MODE SIZE PATH` and a NUL for the
