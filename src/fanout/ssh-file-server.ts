@@ -136,6 +136,23 @@ export class FileServer {
     return failed;
   }
 
+  /**
+   * Ends the session by closing its input, which the remote side reads as a sender that stopped
+   * (it removes its temporary file); resolves once the session is over (killed after `graceMs`).
+   */
+  finish(graceMs = 5000): Promise<void> {
+    this.ended = true;
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => this.child.kill('SIGKILL'), graceMs);
+      this.child.once('close', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      this.child.stdin?.end();
+    });
+  }
+
   kill(): void {
     this.ended = true;
     this.child.kill('SIGTERM');

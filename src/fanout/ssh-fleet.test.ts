@@ -267,6 +267,33 @@ describe('the SSH fleet against a real sshd', { skip: missing, timeout: 300_000 
     assert.deepEqual(Buffer.concat(abs), data);
   });
 
+  it('a 3 MiB binary file goes out and comes back byte for byte; a read left half way does not disturb the next', async () => {
+    const data = randomBytes(3 * 1024 * 1024 + 7);
+    const file = entry('bin/data.bin', data, 0o600);
+    const chunks = async function* (): AsyncGenerator<Buffer> {
+      for (let i = 0; i < data.length; i += 100_000) {
+        await Promise.resolve();
+        yield data.subarray(i, i + 100_000);
+      }
+    };
+    const put = await fleet.put(['127.0.0.1', '127.0.0.3'], { dest: 'big', file }, chunks, never);
+    assert.deepEqual(put.map((e) => e.t), ['ok', 'ok'], JSON.stringify(put));
+    const back: Buffer[] = [];
+    for await (const c of await fleet.read('127.0.0.3', 'big/bin/data.bin', never)) back.push(c);
+    assert.ok(Buffer.concat(back).equals(data));
+    for await (const c of await fleet.read('127.0.0.1', 'big/bin/data.bin', never)) {
+      assert.ok(c.length > 0);
+      break;
+    }
+    const again: Buffer[] = [];
+    for await (const c of await fleet.read('127.0.0.1', 'big/bin/data.bin', never)) again.push(c);
+    assert.ok(Buffer.concat(again).equals(data));
+    // A sender that stops short: nothing in place, no temporary left.
+    const short = await fleet.put(['127.0.0.1'], { dest: 'big', file: { ...entry('short.bin', data), path: 'short.bin' } }, () => once(data.subarray(0, 1000)), never);
+    assert.match(short[0]?.t === 'error' ? `${short[0].code} ${short[0].error}` : '', /^CHECKSUM_MISMATCH .*1000 of 3145735 bytes arrived \(the sender stopped\)/);
+    assert.deepEqual(readdirSync(path.join(sshd.home('127.0.0.1'), 'big')).sort(), ['bin']);
+  });
+
   it('a file whose bytes do not match the SHA-256 or the size it was sent with is not put in place (CHECKSUM_MISMATCH)', async () => {
     const data = Buffer.from('the real content\n');
     const good = entry('mismatch/f.txt', data);

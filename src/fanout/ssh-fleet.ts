@@ -79,6 +79,8 @@ export interface SshFleetOptions {
   ssh?: string;
   /** Shown in messages. */
   hostsFile: string;
+  /** Test-only fault injection (CORRAL_FAULT_CORRUPT_PUT): flip the first byte sent of every file whose path contains this. */
+  corruptPutsMatching?: string;
 }
 
 export async function openSshFleet(hostsFile: string, env: NodeJS.ProcessEnv): Promise<Fleet> {
@@ -88,7 +90,12 @@ export async function openSshFleet(hostsFile: string, env: NodeJS.ProcessEnv): P
     throw new CorralError('USAGE', `CORRAL_SSH_CONFIG=${configFile}: no such file (it names the ssh_config file to use instead of ~/.ssh/config)`);
   }
   return Promise.resolve(
-    new SshFleet(hosts, { hostsFile, ...(configFile ? { configFile } : {}), ...(env.CORRAL_SSH ? { ssh: env.CORRAL_SSH } : {}) }),
+    new SshFleet(hosts, {
+      hostsFile,
+      ...(configFile ? { configFile } : {}),
+      ...(env.CORRAL_SSH ? { ssh: env.CORRAL_SSH } : {}),
+      ...(env.CORRAL_FAULT_CORRUPT_PUT ? { corruptPutsMatching: env.CORRAL_FAULT_CORRUPT_PUT } : {}),
+    }),
   );
 }
 
@@ -721,26 +728,31 @@ export class SshFleet implements Fleet {
     );
     const live = sinks.flatMap((s) => (s.server ? [s.server] : []));
     const stopAll = (): void => {
-      for (const server of live) server.kill();
+      for (const server of live) void server.finish();
     };
     signal.addEventListener('abort', stopAll, { once: true });
     let sent = 0;
     let tooMany = false;
+    const corrupt = this.options.corruptPutsMatching !== undefined && rel.includes(this.options.corruptPutsMatching);
     try {
       if (live.length > 0 && !signal.aborted) {
         for await (const chunk of source()) {
           if (signal.aborted) break;
           const room = size - sent;
           if (chunk.length > room) tooMany = true;
-          const part = chunk.length > room ? chunk.subarray(0, room) : chunk;
+          let part = chunk.length > room ? chunk.subarray(0, room) : chunk;
+          if (corrupt && sent === 0 && part.length > 0) {
+            part = Buffer.from(part);
+            part[0] = (part[0] as number) ^ 0xff;
+          }
           sent += part.length;
           if (part.length > 0) await Promise.all(live.map((server) => server.write(part)));
           if (tooMany) break;
         }
       }
-      // A sender that stops short ends the sessions (the framing cannot be resumed): each node
-      // removes its temporary file.
-      if (sent < size || signal.aborted) stopAll();
+      // A sender that stops short ends the sessions (the framing cannot be resumed): each host
+      // reads end-of-file, removes its temporary file and ends, before the answer is given.
+      if (sent < size || signal.aborted) await Promise.all(live.map((server) => server.finish()));
       else await Promise.all(live.map((server) => server.write(tooMany ? 'A\n' : 'C\n')));
     } catch (err) {
       stopAll();
