@@ -56,7 +56,7 @@ function timedSpawn(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promis
     });
     child.on('close', (code) => {
       clearTimeout(timer);
-      resolve({ ms: performance.now() - t0, ok: code === 0 && out.trim() === '', detail: `exit ${code}: ${out.trim().slice(0, 300)}` });
+      resolve({ ms: performance.now() - t0, ok: code === 0, detail: `exit ${code}: ${out.trim().slice(0, 300)}` });
     });
   });
 }
@@ -94,18 +94,18 @@ async function benchSize(n: number): Promise<SizeResult> {
       agents: async () => {
         const t0 = performance.now();
         const res = await runCorral(['run', '--config', config, '--', 'true'], { timeoutMs: RUN_TIMEOUT_MS });
-        return { ms: performance.now() - t0, ok: res.code === 0 && res.stderr.startsWith(`ok: ${n} `), detail: `exit ${res.code}: ${res.stderr.trim().slice(0, 300)}` };
+        return { ms: performance.now() - t0, ok: res.code === 0 && new RegExp(`^ok: ${n} `, 'm').test(res.stderr), detail: `exit ${res.code}: ${res.stderr.trim().slice(0, 300)}` };
       },
       pdsh:
         sshd && !missingTools.includes('pdsh')
-          ? () => timedSpawn('pdsh', ['-R', 'ssh', '-f', String(Math.max(32, n)), '-w', list, 'true'], { PDSH_SSH_ARGS: `-F ${sshd?.sshConfig} -o BatchMode=yes -x -a -l%u %h` })
+          ? () => timedSpawn('pdsh', ['-S', '-R', 'ssh', '-f', String(Math.max(32, n)), '-w', list, 'true'], { PDSH_SSH_ARGS: `-F ${sshd?.sshConfig} -o BatchMode=yes -x -a -l%u %h` })
           : undefined,
-      clush: sshd && !missingTools.includes('clush') ? () => timedSpawn('clush', ['-o', `-F ${sshd?.sshConfig}`, '-w', list, 'true'], {}) : undefined,
+      clush: sshd && !missingTools.includes('clush') ? () => timedSpawn('clush', ['-S', '-o', `-F ${sshd?.sshConfig}`, '-w', list, 'true'], {}) : undefined,
       'corral-ssh': sshd && hosts
         ? async () => {
             const t0 = performance.now();
             const res = await runCorral(['run', '--ssh', '--hosts', hosts, '--', 'true'], { env: sshd?.env, timeoutMs: RUN_TIMEOUT_MS });
-            return { ms: performance.now() - t0, ok: res.code === 0 && res.stderr.startsWith(`ok: ${n} `), detail: `exit ${res.code}: ${res.stderr.trim().slice(0, 300)}` };
+            return { ms: performance.now() - t0, ok: res.code === 0 && new RegExp(`^ok: ${n} `, 'm').test(res.stderr), detail: `exit ${res.code}: ${res.stderr.trim().slice(0, 300)}` };
           }
         : undefined,
     };
