@@ -12,7 +12,8 @@
 //   npm run bench:fanout-run       node dist/bench/fanout-run.js [--quick] [--reps N] [--kex ALG]
 //
 // --kex sets the client key exchange (default: OpenSSH's own, the issue's headline case;
-// curve25519-sha256 is the cheap one).
+// curve25519-sha256 is the cheap one); results go to bench/results/fanout-run.json, or
+// fanout-run-ALG.json with --kex ALG.
 
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -190,7 +191,7 @@ for (const r of results) {
   for (const f of r.failures) rows.push({ metric: `failure (${r.nodes} nodes)`, value: 0, unit: '', note: f });
 }
 printTable(`corral run -- true: agents vs pdsh and clush over SSH (loopback targets; NODE_EXTRA_CA_CERTS ${ca}; kex ${KEX})`, rows);
-const file = writeResults('fanout-run', {
+const file = writeResults(KEX === 'default' ? 'fanout-run' : `fanout-run-${KEX}`, {
   reps: REPS,
   kex: KEX,
   nodeExtraCaCerts: ca,
