@@ -10,6 +10,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { existsSync, mkdtempSync, rmSync, watch, type FSWatcher } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -36,6 +37,7 @@ import type { Fleet, NodeCall } from './fleet.js';
 import { checkRelative } from './node-ops.js';
 import { resolveTargets, window } from './relay.js';
 import { readHostsFile, type SshHost } from './ssh-hosts.js';
+import { FileServer } from './ssh-file-server.js';
 import {
   CHECK_SCRIPT,
   execWrapper,
@@ -44,8 +46,8 @@ import {
   LIST_SCRIPT,
   MarkerScanner,
   MKDIR_SCRIPT,
-  PUT_SCRIPT,
-  READ_SCRIPT,
+  FILE_SERVER_SCRIPT,
+  putPathLine,
   reasonOf,
   remoteCommand,
   statusOf,
@@ -55,8 +57,12 @@ import {
 const posix = path.posix;
 const DEFAULT_FANOUT = 64;
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
-/** sshd allows 10 sessions per connection by default (MaxSessions); keep room for a kill. */
-const SESSIONS_PER_HOST = 8;
+/**
+ * sshd allows 10 sessions per connection by default (MaxSessions): 5 file servers, 4 other
+ * operations and one left for a kill.
+ */
+const SESSIONS_PER_HOST = 4;
+const FILE_SERVERS_PER_HOST = 5;
 /** The remote shell takes one argument of at most 128 KiB (Linux MAX_ARG_STRLEN). */
 const MAX_COMMAND = 120 * 1024;
 const MAX_PATH = 4096;
@@ -73,6 +79,8 @@ export interface SshFleetOptions {
   ssh?: string;
   /** Shown in messages. */
   hostsFile: string;
+  /** Test-only fault injection (CORRAL_FAULT_CORRUPT_PUT): flip the first byte sent of every file whose path contains this. */
+  corruptPutsMatching?: string;
 }
 
 export async function openSshFleet(hostsFile: string, env: NodeJS.ProcessEnv): Promise<Fleet> {
@@ -82,7 +90,12 @@ export async function openSshFleet(hostsFile: string, env: NodeJS.ProcessEnv): P
     throw new CorralError('USAGE', `CORRAL_SSH_CONFIG=${configFile}: no such file (it names the ssh_config file to use instead of ~/.ssh/config)`);
   }
   return Promise.resolve(
-    new SshFleet(hosts, { hostsFile, ...(configFile ? { configFile } : {}), ...(env.CORRAL_SSH ? { ssh: env.CORRAL_SSH } : {}) }),
+    new SshFleet(hosts, {
+      hostsFile,
+      ...(configFile ? { configFile } : {}),
+      ...(env.CORRAL_SSH ? { ssh: env.CORRAL_SSH } : {}),
+      ...(env.CORRAL_FAULT_CORRUPT_PUT ? { corruptPutsMatching: env.CORRAL_FAULT_CORRUPT_PUT } : {}),
+    }),
   );
 }
 
@@ -122,6 +135,9 @@ interface HostLink {
   /** The master is up and its socket exists. */
   up: boolean;
   slots: Slots;
+  /** File servers (put and read): at most FILE_SERVERS_PER_HOST, the idle ones kept for the next file. */
+  serverSlots: Slots;
+  idleServers: FileServer[];
 }
 
 function splitNul(buf: Buffer): string[] {
@@ -214,7 +230,7 @@ export class SshFleet implements Fleet {
       const host = this.hosts.get(node);
       if (!host) throw new CorralError('USAGE', `unknown node ${node} (the hosts file lists ${this.names.slice(0, 12).join(', ')}${this.names.length > 12 ? ', …' : ''})`);
       const index = this.links.size;
-      link = { host, index, socket: path.join(this.dir, `m${index}`), up: false, slots: new Slots(SESSIONS_PER_HOST) };
+      link = { host, index, socket: path.join(this.dir, `m${index}`), up: false, slots: new Slots(SESSIONS_PER_HOST), serverSlots: new Slots(FILE_SERVERS_PER_HOST), idleServers: [] };
       this.links.set(node, link);
     }
     return link;
@@ -359,6 +375,8 @@ export class SshFleet implements Fleet {
     queue: AsyncQueue<FanoutEvent>,
   ): Promise<void> {
     const stop = new AbortController();
+    // Every node's command listens to both.
+    setMaxListeners(0, stop.signal, signal);
     const onAbort = (): void => stop.abort();
     signal.addEventListener('abort', onAbort, { once: true });
     if (signal.aborted) stop.abort();
@@ -543,6 +561,7 @@ export class SshFleet implements Fleet {
 
   async *call(nodes: string[], call: NodeCall, opts: { fanout?: number; signal: AbortSignal }): AsyncGenerator<FanoutCallEvent> {
     const list = resolveTargets({ nodes: nodes.join(',') }, this.names, {});
+    setMaxListeners(0, opts.signal);
     const queue = new AsyncQueue<FanoutCallEvent>(512);
     queue.push({ t: 'plan', nodes: list });
     void window(list, opts.fanout ?? DEFAULT_FANOUT, opts.signal, async (node) => {
@@ -644,6 +663,34 @@ export class SshFleet implements Fleet {
 
   // ---- put and read
 
+  /** A file server of the host: an idle one, or a new one while the host has fewer than FILE_SERVERS_PER_HOST. */
+  private async fileServer(link: HostLink): Promise<{ server: FileServer; release: () => void }> {
+    await this.ensureMaster(link);
+    const release = await link.serverSlots.take();
+    try {
+      let server = link.idleServers.pop();
+      while (server?.dead) server = link.idleServers.pop();
+      if (!server) {
+        server = new FileServer(this.spawnSsh(this.clientArgs(link, remoteCommand(FILE_SERVER_SCRIPT)), 'pipe'));
+        const started = server;
+        await server.home.catch(() => {
+          throw new CorralError('UNAVAILABLE', lastLine(started.stderr) || `ssh to ${link.host.name} ended before it was ready`);
+        });
+      }
+      const s = server;
+      return {
+        server: s,
+        release: () => {
+          if (!s.dead) link.idleServers.push(s);
+          release();
+        },
+      };
+    } catch (err) {
+      release();
+      throw err;
+    }
+  }
+
   async put(nodes: string[], put: NodePutArgs, source: () => AsyncIterable<Buffer>, signal: AbortSignal): Promise<FanoutPutEvent[]> {
     const list = resolveTargets({ nodes: nodes.join(',') }, this.names, {});
     const file = put.file as Partial<FileEntry> | undefined;
@@ -651,6 +698,7 @@ export class SshFleet implements Fleet {
     const rel = checkRelative('file', file.path);
     if (!Number.isSafeInteger(file.size) || (file.size as number) < 0) throw new CorralError('BAD_REQUEST', `put ${rel}: size must be a non-negative integer`);
     if (typeof file.sha256 !== 'string' || !SHA256.test(file.sha256)) throw new CorralError('BAD_REQUEST', `put ${rel}: sha256 must be 64 lower-case hex digits`);
+    setMaxListeners(0, signal);
     const size = file.size as number;
     const sha = file.sha256;
     const mode = Number.isInteger(file.mode) ? (file.mode as number) & 0o777 : 0o644;
@@ -658,153 +706,144 @@ export class SshFleet implements Fleet {
     const target = operand(posix.join(dest, rel));
     const dir = posix.dirname(target);
     const temp = posix.join(dir, `.${posix.basename(target)}.corral-${randomBytes(6).toString('hex')}.part`);
-    const args = [dir, target, temp, String(size), sha, mode.toString(8)];
+    const header = `P ${size} ${sha} ${mode.toString(8)} ${put.fsync === true ? 1 : 0}\n${putPathLine(dir)}${putPathLine(target)}${putPathLine(temp)}`;
 
     interface Sink {
       node: string;
-      child?: ChildProcess;
+      server?: FileServer;
       release?: () => void;
-      result?: Promise<FanoutPutEvent>;
       error?: FanoutPutEvent;
-      out: Buffer[];
-      stderr: string;
     }
     const sinks: Sink[] = await Promise.all(
       list.map(async (node): Promise<Sink> => {
-        const sink: Sink = { node, out: [], stderr: '' };
         try {
-          const link = this.link(node);
-          await this.ensureMaster(link);
-          sink.release = await link.slots.take();
-          const child = this.spawnSsh(this.clientArgs(link, remoteCommand(PUT_SCRIPT, args)), 'pipe');
-          sink.child = child;
-          child.stdout?.on('data', (d: Buffer) => sink.out.push(d));
-          child.stderr?.on('data', (d: Buffer) => (sink.stderr = (sink.stderr + d.toString()).slice(-8000)));
-          sink.result = SshFleet.ended(child).then(({ code, spawnError }) => {
-            sink.release?.();
-            return this.putOutcome(node, { code, stdout: Buffer.concat(sink.out), stderr: spawnError ?? sink.stderr }, { size, sha, target, dir });
-          });
+          const { server, release } = await this.fileServer(this.link(node));
+          await server.write(header);
+          return { node, server, release };
         } catch (err) {
-          sink.release?.();
           const e = CorralError.from(err);
-          sink.error = { node, t: 'error', error: e.message, code: e.code };
+          return { node, error: { node, t: 'error', error: e.message, code: e.code } };
         }
-        return sink;
       }),
     );
-    const live = sinks.filter((s) => s.child);
-    const onAbort = (): void => {
-      for (const s of live) s.child?.kill('SIGTERM');
+    const live = sinks.flatMap((s) => (s.server ? [s.server] : []));
+    const stopAll = (): void => {
+      for (const server of live) void server.finish();
     };
-    signal.addEventListener('abort', onAbort, { once: true });
+    signal.addEventListener('abort', stopAll, { once: true });
+    let sent = 0;
+    let tooMany = false;
+    const corrupt = this.options.corruptPutsMatching !== undefined && rel.includes(this.options.corruptPutsMatching);
     try {
-      if (live.length > 0) {
+      if (live.length > 0 && !signal.aborted) {
         for await (const chunk of source()) {
           if (signal.aborted) break;
-          const slow: Promise<void>[] = [];
-          for (const s of live) {
-            const stdin = s.child?.stdin;
-            if (!stdin || stdin.destroyed || !stdin.writable) continue;
-            if (!stdin.write(chunk)) slow.push(new Promise((resolve) => {
-              stdin.once('drain', resolve);
-              stdin.once('close', resolve);
-            }));
+          const room = size - sent;
+          if (chunk.length > room) tooMany = true;
+          let part = chunk.length > room ? chunk.subarray(0, room) : chunk;
+          if (corrupt && sent === 0 && part.length > 0) {
+            part = Buffer.from(part);
+            part[0] = (part[0] as number) ^ 0xff;
           }
-          if (slow.length > 0) await Promise.all(slow);
+          sent += part.length;
+          if (part.length > 0) await Promise.all(live.map((server) => server.write(part)));
+          if (tooMany) break;
         }
       }
+      // A sender that stops short ends the sessions (the framing cannot be resumed): each host
+      // reads end-of-file, removes its temporary file and ends, before the answer is given.
+      if (sent < size || signal.aborted) await Promise.all(live.map((server) => server.finish()));
+      else await Promise.all(live.map((server) => server.write(tooMany ? 'A\n' : 'C\n')));
+    } catch (err) {
+      stopAll();
+      for (const s of sinks) s.release?.();
+      throw err;
     } finally {
-      for (const s of live) s.child?.stdin?.end();
+      signal.removeEventListener('abort', stopAll);
     }
-    const results = await Promise.all(sinks.map((s) => (s.error ? Promise.resolve(s.error) : (s.result as Promise<FanoutPutEvent>))));
-    signal.removeEventListener('abort', onAbort);
-    return results;
+    return Promise.all(
+      sinks.map(async (s): Promise<FanoutPutEvent> => {
+        if (s.error) return s.error;
+        const server = s.server as FileServer;
+        try {
+          const answer = sent < size || signal.aborted ? undefined : await server.next();
+          return this.putOutcome(s.node, answer, server, { size, sent, sha, target, home: await server.home, dir });
+        } finally {
+          s.release?.();
+        }
+      }),
+    );
   }
 
-  private putOutcome(node: string, res: SshResult, f: { size: number; sha: string; target: string; dir: string }): FanoutPutEvent {
-    const [home = '/', first = '', second = ''] = splitNul(res.stdout);
-    const abs = posix.resolve(home, f.target);
+  private putOutcome(node: string, answer: string | undefined, server: FileServer, f: { size: number; sent: number; sha: string; target: string; home: string; dir: string }): FanoutPutEvent {
+    const abs = posix.resolve(f.home, f.target);
     const fail = (code: 'FILE_ERROR' | 'CHECKSUM_MISMATCH' | 'UNAVAILABLE', error: string): FanoutPutEvent => ({ node, t: 'error', error, code });
-    switch (res.code ?? -1) {
+    if (f.sent < f.size) return fail('CHECKSUM_MISMATCH', `${abs} on ${node}: ${f.sent} of ${f.size} bytes arrived (the sender stopped); nothing was put in place`);
+    const m = answer === undefined ? null : /^R (\d+) (\S+) ?(.*)$/.exec(answer);
+    if (!m) return fail('UNAVAILABLE', `the SSH session to ${node} ended during ${abs}${lastLine(server.stderr) ? `: ${lastLine(server.stderr)}` : ''}`);
+    const [, step, hash, message] = m as unknown as [string, string, string, string];
+    switch (Number(step)) {
       case 0:
-        return { node, t: 'ok', result: { path: abs, bytes: Number(first), sha256: second } satisfies NodePutResult };
+        return { node, t: 'ok', result: { path: abs, bytes: f.size, sha256: hash } satisfies NodePutResult };
       case STEP.mkdirParent:
-        return fail('FILE_ERROR', `creating ${posix.resolve(home, f.dir)} on ${node}: ${reasonOf(res.stderr)}`);
-      case STEP.tooFew:
-        return fail('CHECKSUM_MISMATCH', `${abs} on ${node}: ${first} of ${f.size} bytes arrived (the sender stopped); nothing was put in place`);
+        return fail('FILE_ERROR', `creating ${posix.resolve(f.home, f.dir)} on ${node}: ${reasonOf(message)}`);
       case STEP.tooMany:
         return fail('CHECKSUM_MISMATCH', `${abs} on ${node}: more bytes arrived than the ${f.size} announced`);
       case STEP.shaMismatch:
-        return fail('CHECKSUM_MISMATCH', `${abs} on ${node}: SHA-256 ${first.slice(0, 12)}… does not match the sent ${f.sha.slice(0, 12)}…; nothing was put in place, send it again`);
+        return fail('CHECKSUM_MISMATCH', `${abs} on ${node}: SHA-256 ${hash.slice(0, 12)}… does not match the sent ${f.sha.slice(0, 12)}…; nothing was put in place, send it again`);
       case STEP.place:
-        return fail('FILE_ERROR', `putting ${abs} in place on ${node}: ${reasonOf(res.stderr)}`);
-      case 255:
-        return fail('UNAVAILABLE', lastLine(res.stderr) || `ssh to ${node} failed`);
+        return fail('FILE_ERROR', `putting ${abs} in place on ${node}: ${reasonOf(message)}`);
       default:
-        return fail('FILE_ERROR', `writing ${abs} on ${node}: ${reasonOf(res.stderr)}`);
+        return fail('FILE_ERROR', `writing ${abs} on ${node}: ${reasonOf(message)}`);
     }
   }
 
   async read(node: string, file: string, signal: AbortSignal): Promise<AsyncIterable<Buffer>> {
     const [name] = resolveTargets({ nodes: node }, this.names, {});
     const given = checkPathText('read', file);
-    const link = this.link(name as string);
-    await this.ensureMaster(link);
-    const release = await link.slots.take();
-    let child: ChildProcess;
-    try {
-      child = this.spawnSsh(this.clientArgs(link, remoteCommand(READ_SCRIPT, [operand(given)])), 'ignore');
-    } catch (err) {
-      release();
-      throw err;
-    }
-    const onAbort = (): void => void child.kill('SIGTERM');
-    signal.addEventListener('abort', onAbort, { once: true });
-    let stderr = '';
-    child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-8000)));
-    const endedP = SshFleet.ended(child).finally(() => {
+    setMaxListeners(0, signal);
+    const { server, release } = await this.fileServer(this.link(name as string));
+    let done = false;
+    const finish = (): void => {
+      if (done) return;
+      done = true;
       signal.removeEventListener('abort', onAbort);
       release();
-    });
-    const it = (child.stdout as NodeJS.ReadableStream)[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-    let head = Buffer.alloc(0);
-    let home: string | undefined;
-    const failure = async (): Promise<CorralError> => {
-      const { code, spawnError } = await endedP;
-      const abs = posix.resolve(home ?? '/', given);
-      if (code === 255) return new CorralError('UNAVAILABLE', spawnError ?? (lastLine(stderr) || `ssh to ${node} failed`));
-      const why = code === STEP.notFound ? 'it does not exist' : code === STEP.notFile ? 'it is a directory' : code === STEP.notReadable ? 'permission denied' : reasonOf(stderr);
-      return new CorralError('FILE_ERROR', `reading ${abs} on ${node}: ${why}`);
     };
-    // The header: "$PWD", a NUL, then K once the file is known to be readable.
-    for (;;) {
-      const zero = head.indexOf(0);
-      if (zero !== -1 && head.length > zero + 1) {
-        home = head.subarray(0, zero).toString('utf8');
-        if (head[zero + 1] !== 0x4b) {
-          await it.return?.();
-          throw await failure();
-        }
-        head = head.subarray(zero + 2);
-        break;
-      }
-      const step = await it.next();
-      if (step.done) {
-        if (zero !== -1) home = head.subarray(0, zero).toString('utf8');
-        throw await failure();
-      }
-      head = Buffer.concat([head, step.value]);
+    const onAbort = (): void => {
+      server.kill();
+      finish();
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    const home = await server.home;
+    const abs = posix.resolve(home, given);
+    const lost = (): CorralError => new CorralError('UNAVAILABLE', `the SSH session to ${node} ended while reading ${abs}${lastLine(server.stderr) ? `: ${lastLine(server.stderr)}` : ''}`);
+    await server.write(`G\n${putPathLine(operand(given))}`);
+    const answer = await server.next();
+    if (answer !== 'K') {
+      finish();
+      if (answer === undefined) throw lost();
+      const step = Number(answer.split(' ')[1]);
+      const why = step === STEP.notFound ? 'it does not exist' : step === STEP.notFile ? 'it is a directory' : step === STEP.notReadable ? 'permission denied' : answer;
+      throw new CorralError('FILE_ERROR', `reading ${abs} on ${node}: ${why}`);
     }
-    const first = head;
+    const body = server.body64();
     return (async function* () {
-      if (first.length > 0) yield first;
-      for (;;) {
-        const step = await it.next();
-        if (step.done) break;
-        yield step.value;
+      let complete = false;
+      try {
+        yield* body;
+        const status = await server.next();
+        if (status === undefined) throw lost();
+        const m = /^S (\d+) ?(.*)$/.exec(status);
+        if (!m || m[1] !== '0') throw new CorralError('FILE_ERROR', `reading ${abs} on ${node}: ${reasonOf(m?.[2] ?? status)}`);
+        complete = true;
+      } catch (err) {
+        throw err instanceof CorralError ? err : lost();
+      } finally {
+        // A body not read to its end leaves the session mid-answer: it cannot serve again.
+        if (!complete) server.kill();
+        finish();
       }
-      const { code } = await endedP;
-      if (code !== 0) throw await failure();
     })();
   }
 

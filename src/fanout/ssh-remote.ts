@@ -33,54 +33,55 @@ function seconds(ms: number): string {
 }
 
 /**
- * The remote side of one exec. It runs the command in a session (and process group) of its own
- * under setsid, prints `corral-NONCE start PGID` on stderr just before exec'ing it, waits, and
- * prints `corral-NONCE exit STATUS` last. The local side strips both lines, learns the group to
- * kill from the first, and tells the command's status from a lost connection by the second.
- * Without --stdin a watchdog holds the session's stdin: when the SSH session ends early (the local
- * client died), it reads end-of-file and kills the command's group.
+ * The remote side of one exec. It starts the command under setsid, in a session (and process
+ * group) of its own whose id is the command's pid, prints `corral-NONCE start PGID` on stderr,
+ * waits, and prints `corral-NONCE exit STATUS` last. The local side strips both lines, learns the
+ * group to kill from the first, and tells the command's status from a lost connection by the
+ * second. Without --stdin a watchdog (a subshell, no extra program) holds the session's input:
+ * when the SSH session ends early (the local client died), it reads end-of-file and kills the
+ * command's group. Besides the command, a run costs the host two exec()s: sh and setsid.
  */
 export function execWrapper(o: WrapperOptions): string {
-  const inner = [
-    `command -v "$1" >/dev/null 2>&1 || { printf 'corral: %s: command not found\\n' "$1" >&2; exit 127; }`,
-    `printf 'corral-${o.nonce} start %s\\n' "$$" >&2`,
-    'exec "$@"',
-  ].join('; ');
   const lines = [
     `N=${o.nonce}`,
     `fin() { printf 'corral-%s exit %s\\n' "$N" "$1" >&2; exit "$1"; }`,
     `command -v setsid >/dev/null 2>&1 || { printf 'corral: setsid (util-linux) is missing on this host; corral --ssh needs it\\n' >&2; fin 127; }`,
     'S=',
   ];
+  const fail = (rc: number): string => `{ [ -z "$S" ] || rm -rf -- "$S"; fin ${rc}; }`;
   if (o.script) {
     const file = `"$S"/${shq(o.script.name)}`;
     lines.push(
       `S="$PWD"/.corral/scripts/${o.script.rand}`,
       `(umask 077 && mkdir -p -- "$S") || fin 126`,
-      o.script.size > 0
-        ? `dd bs=${o.script.size} count=1 iflag=fullblock of=${file} 2>/dev/null || { rm -rf -- "$S"; fin 126; }`
-        : `: > ${file} || { rm -rf -- "$S"; fin 126; }`,
-      `chmod 700 ${file} || { rm -rf -- "$S"; fin 126; }`,
+      o.script.size > 0 ? `dd bs=${o.script.size} count=1 iflag=fullblock of=${file} 2>/dev/null || ${fail(126)}` : `: > ${file} || ${fail(126)}`,
+      `chmod 700 ${file} || ${fail(126)}`,
       `set -- ${file} "$@"`,
     );
   }
-  if (o.cwd !== undefined) lines.push(`cd -- ${shq(o.cwd)} || { [ -z "$S" ] || rm -rf -- "$S"; fin 126; }`);
+  if (o.cwd !== undefined) lines.push(`cd -- ${shq(o.cwd)} || ${fail(126)}`);
   for (const [k, v] of Object.entries(o.env)) lines.push(`${k}=${shq(v)}; export ${k}`);
   lines.push(
+    `command -v "$1" >/dev/null 2>&1 || { printf 'corral: %s: command not found\\n' "$1" >&2; ${fail(127)}; }`,
     'exec 3<&0',
-    `setsid /bin/sh -c ${shq(inner)} sh "$@" ${o.stdin ? '<&3' : '</dev/null'} 3<&- &`,
+    // A background job of a shell without job control is not a group leader, so setsid(1) calls
+    // setsid() in place: the job's pid is the new session's and group's id.
+    `setsid "$@" ${o.stdin ? '<&3' : '</dev/null'} 3<&- &`,
     'pid=$!',
+    `printf 'corral-%s start %s\\n' "$N" "$pid" >&2`,
     'w=',
   );
   if (!o.stdin) {
-    const watchdog = `cat >/dev/null 2>&1; kill -TERM -"$1" 2>/dev/null; sleep ${seconds(o.killGraceMs)}; kill -KILL -"$1" 2>/dev/null`;
-    lines.push(`setsid /bin/sh -c ${shq(watchdog)} sh "$pid" <&3 >/dev/null 2>&1 3<&- &`, 'w=$!');
+    lines.push(
+      `{ while read -r _; do :; done; kill -TERM -"$pid" 2>/dev/null; sleep ${seconds(o.killGraceMs)}; kill -KILL -"$pid" 2>/dev/null; } <&3 >/dev/null 2>&1 &`,
+      'w=$!',
+    );
   }
   lines.push(
     'exec 3<&-',
     // (dash reports a job killed by a signal as "Terminated" on stderr; the command did not print it)
     'wait "$pid" 2>/dev/null; rc=$?',
-    '[ -z "$w" ] || kill -TERM -"$w" 2>/dev/null',
+    '[ -z "$w" ] || kill -TERM "$w" 2>/dev/null',
     '[ -z "$S" ] || rm -rf -- "$S"',
     'fin "$rc"',
   );
@@ -94,7 +95,8 @@ export function execWrapper(o: WrapperOptions): string {
 export function killScript(pgid: number, graceMs: number): string {
   const polls = Math.max(0, Math.ceil(graceMs / 50));
   return [
-    `kill -TERM -${pgid} 2>/dev/null || exit 0`,
+    // (the group exists once setsid ran; a moment before, the pid alone is the command-to-be)
+    `kill -TERM -${pgid} 2>/dev/null || kill -TERM ${pgid} 2>/dev/null || exit 0`,
     `i=0; while [ "$i" -lt ${polls} ] && kill -0 ${pgid} 2>/dev/null; do sleep 0.05; i=$((i+1)); done`,
     `kill -KILL -${pgid} 2>/dev/null; exit 0`,
   ].join('\n');
@@ -106,7 +108,6 @@ export function killScript(pgid: number, graceMs: number): string {
 export const STEP = {
   mkdirParent: 10,
   writeTemp: 11,
-  tooFew: 12,
   tooMany: 13,
   shaMismatch: 14,
   place: 15,
@@ -132,36 +133,79 @@ export const CHECK_SCRIPT = [
   'exit 0',
 ].join('\n');
 
-/** put: "$1" dir, "$2" target, "$3" temp name, "$4" size, "$5" sha256, "$6" octal mode; the bytes on stdin. */
-export const PUT_SCRIPT = [
+/**
+ * The file server: one SSH session that receives and sends many files, so that a push or a gather
+ * of thousands of small files costs neither a session (and a login shell) nor a local ssh process
+ * per file. It prints "$PWD" and a NUL, then serves requests one after the other. A path line is
+ * `r` and the path, or `e` and the path with every byte outside printable ASCII and every
+ * backslash as \0NNN (for names with newlines; printf %b decodes it).
+ *
+ * Put: `P SIZE SHA256 MODE FSYNC`, DIR, TARGET and TEMP lines, exactly SIZE bytes, then a verdict
+ * line: C when the sender sent the file whole, A when it had more bytes than announced. The answer
+ * is `R STEP SHA256|- MESSAGE`: STEP 0 when the file is in place, else the step that failed (see
+ * STEP). The bytes go to TEMP (created exclusively, mode 600), are hashed there with sha256sum,
+ * and only a match is given its mode and renamed onto TARGET. A sender that stops mid-file ends
+ * the session: dd reads end-of-file, the verdict never comes, and the temporary file is removed.
+ *
+ * Get: `G` and a path line. The answer is `E STEP` (missing, not a file, unreadable) or `K`, the
+ * file in base64 on one line (any change of size on the way cannot break the framing), then
+ * `S STATUS MESSAGE`.
+ */
+export const FILE_SERVER_SCRIPT = [
   'export LC_ALL=C',
+  'umask 077',
+  'exec 3>&1',
+  "nl='\n'",
+  `path() { case $1 in r*) r=\${1#r} ;; *) r=$(printf '%bx' "\${1#e}"); r=\${r%x} ;; esac; }`,
   `printf '%s\\0' "$PWD"`,
-  `mkdir -p -- "$1" || exit ${STEP.mkdirParent}`,
-  `(set -C; umask 077; exec cat > "$3") || { rm -f -- "$3"; exit ${STEP.writeTemp}; }`,
-  `n=$(wc -c < "$3") || { rm -f -- "$3"; exit ${STEP.writeTemp}; }`,
-  'n=$((n+0))',
-  `if [ "$n" -lt "$4" ]; then rm -f -- "$3"; printf '%s\\0' "$n"; exit ${STEP.tooFew}; fi`,
-  `if [ "$n" -gt "$4" ]; then rm -f -- "$3"; printf '%s\\0' "$n"; exit ${STEP.tooMany}; fi`,
-  `h=$(sha256sum < "$3") || { rm -f -- "$3"; exit ${STEP.writeTemp}; }`,
-  'h=${h%% *}',
-  `if [ "$h" != "$5" ]; then rm -f -- "$3"; printf '%s\\0' "$h"; exit ${STEP.shaMismatch}; fi`,
-  `chmod "$6" "$3" || { rm -f -- "$3"; exit ${STEP.writeTemp}; }`,
-  'sync -d -- "$3" 2>/dev/null',
-  `if [ -d "$2" ] && [ ! -L "$2" ]; then rm -f -- "$3"; echo "mv: Is a directory" >&2; exit ${STEP.place}; fi`,
-  `mv -fT -- "$3" "$2" || { rm -f -- "$3"; exit ${STEP.place}; }`,
-  `printf '%s\\0' "$n" "$h"`,
+  'while IFS= read -r hd; do',
+  '  set -- $hd',
+  '  case $1 in',
+  '  G)',
+  '    IFS= read -r l1 || exit 0',
+  '    path "$l1"',
+  `    if [ ! -e "$r" ]; then echo 'E ${STEP.notFound}'`,
+  `    elif [ ! -f "$r" ]; then echo 'E ${STEP.notFile}'`,
+  `    elif [ ! -r "$r" ]; then echo 'E ${STEP.notReadable}'`,
+  '    else',
+  '      echo K',
+  '      msg=$(base64 -w 0 2>&1 >&3 < "$r"); rc=$?',
+  `      printf '\\nS %s %s\\n' "$rc" "\${msg%%"$nl"*}"`,
+  '    fi',
+  '    continue ;;',
+  '  P) ;;',
+  '  *) exit 0 ;;',
+  '  esac',
+  '  IFS= read -r l1 && IFS= read -r l2 && IFS= read -r l3 || exit 0',
+  '  size=$2 sha=$3 mode=$4 sync=$5',
+  '  path "$l1"; d=$r; path "$l2"; t=$r; path "$l3"; tmp=$r',
+  '  code=0 msg= h=-',
+  `  if [ ! -d "$d" ] && ! msg=$(mkdir -p -- "$d" 2>&1); then`,
+  `    code=${STEP.mkdirParent}`,
+  '    dd bs=65536 count="$size" iflag=count_bytes,fullblock of=/dev/null status=none || exit 0',
+  '  elif ! msg=$(dd bs=65536 count="$size" iflag=count_bytes,fullblock conv=excl of="$tmp" status=none 2>&1); then',
+  `    rm -f -- "$tmp"; printf 'R ${STEP.writeTemp} - %s\\n' "\${msg%%"$nl"*}"; exit 0`,
+  '  fi',
+  '  IFS= read -r verdict || { rm -f -- "$tmp"; exit 0; }',
+  `  [ "$code" != 0 ] || [ "$verdict" = C ] || code=${STEP.tooMany}`,
+  `  if [ "$code" = 0 ]; then h=$(sha256sum < "$tmp") || code=${STEP.writeTemp}; h=\${h%% *}; fi`,
+  `  [ "$code" != 0 ] || [ "$h" = "$sha" ] || code=${STEP.shaMismatch}`,
+  `  [ "$code" != 0 ] || msg=$(chmod "$mode" "$tmp" 2>&1) || code=${STEP.writeTemp}`,
+  `  [ "$code" != 0 ] || [ "$sync" != 1 ] || msg=$(sync -d -- "$tmp" 2>&1) || code=${STEP.writeTemp}`,
+  `  if [ "$code" = 0 ] && [ -d "$t" ] && [ ! -L "$t" ]; then msg='Is a directory'; code=${STEP.place}; fi`,
+  `  [ "$code" != 0 ] || msg=$(mv -fT -- "$tmp" "$t" 2>&1) || code=${STEP.place}`,
+  '  [ "$code" = 0 ] || rm -f -- "$tmp"',
+  `  printf 'R %s %s %s\\n' "$code" "$h" "\${msg%%"$nl"*}"`,
+  'done',
 ].join('\n');
 
-/** read: "$1" the file; prints K after the checks, then the bytes. */
-export const READ_SCRIPT = [
-  'export LC_ALL=C',
-  `printf '%s\\0' "$PWD"`,
-  `[ -e "$1" ] || exit ${STEP.notFound}`,
-  `[ -f "$1" ] || exit ${STEP.notFile}`,
-  `[ -r "$1" ] || exit ${STEP.notReadable}`,
-  'printf K',
-  'exec cat -- "$1"',
-].join('\n');
+/** A path as one request line of the file server. */
+export function putPathLine(p: string): string {
+  if (!p.includes('\n')) return `r${p}\n`;
+  let out = 'e';
+  for (const byte of Buffer.from(p)) out += byte >= 0x20 && byte < 0x7f && byte !== 0x5c ? String.fromCharCode(byte) : `\\0${byte.toString(8).padStart(3, '0')}`;
+  return `${out}\n`;
+}
 
 /**
  * list: "$1" the root (never starting with "-"); prints `TYPE MODE SIZE PATH` and a NUL for the
