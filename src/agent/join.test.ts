@@ -97,7 +97,7 @@ describe('corral init and corral join', { timeout: 120_000 }, () => {
     assert.equal(value.cluster, 'demo');
     assert.equal(value.answeredBy, 'b1', "b's CLI reached b's own agent over its socket");
     assert.equal(value.master, 'a1');
-    const ping = await runCorral(['ping', '--json', '--config', path.join(b, 'corral.yaml')]);
+    const ping = await runCorral(['ping', '--mesh', '--json', '--config', path.join(b, 'corral.yaml')]);
     assert.equal(ping.code, 0, ping.stderr);
   });
 
