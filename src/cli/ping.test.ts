@@ -100,7 +100,7 @@ describe('ping over the agents of a local 3-node cluster', { timeout: 120_000 },
     assert.deepEqual(out.nodes.map((n) => [n.name, n.ok]), [['n1', true], ['n2', true], ['n3', true]]);
   });
 
-  it('on a terminal ON and OFF are coloured; never with NO_COLOR', { skip: scriptMissing() }, async () => {
+  it('on a terminal the state is coloured; never with NO_COLOR', { skip: scriptMissing() }, async () => {
     const tty = await runCorralInTty(['ping'], { env: { CORRAL_CONFIG: lc.config }, timeoutMs: 30_000 });
     assert.equal(tty.code, 0, tty.stdout);
     assert.ok(tty.stdout.includes(`${ESC}[32mON   ${ESC}[0m`), JSON.stringify(tty.stdout));
