@@ -79,6 +79,13 @@ describe('fan-out over agents: progress on a terminal, Ctrl-C, a node lost durin
     assert.equal(plain.code, 0, plain.stderr);
     assert.doesNotMatch(plain.stdout + plain.stderr, /files {2}|ETA|\r/, 'no bar without a terminal');
 
+    // The bar is drawn only when stdout is a terminal too: with it in a file, not even on stderr's terminal.
+    const outFile = path.join(dir, '..', 'bar-stdout.txt');
+    const redirected = await runCorralInTty(['push', `${dir}/`, 'bar4'], { env: { CORRAL_CONFIG: lc.config }, timeoutMs: 30_000, stdoutTo: outFile });
+    assert.equal(redirected.code, 0, redirected.stdout);
+    assert.doesNotMatch(redirected.stdout, /files {2}|ETA/, 'no bar when stdout is not a terminal');
+    assert.match(readFileSync(outFile, 'utf8'), /n1: ok, 40 sent/);
+
     const noColour = await runCorralInTty(['push', `${dir}/`, 'bar3'], { env: { CORRAL_CONFIG: lc.config, NO_COLOR: '1' }, timeoutMs: 30_000 });
     assert.equal(noColour.code, 0, noColour.stdout);
     assert.ok([...noColour.stdout.matchAll(bar)].length >= 1, 'the bar is not colour: NO_COLOR keeps it');

@@ -18,11 +18,13 @@ function quote(word: string): string {
 /**
  * `corral ARGS` on a terminal. stdout holds everything the terminal showed (stdout and stderr
  * together, with \r\n line ends); NO_COLOR is left out of the environment unless given in `env`.
+ * With `stdoutTo`, the command's standard output is that file instead, its stderr still the terminal.
  */
-export function runCorralInTty(args: string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<RunResult> {
+export function runCorralInTty(args: string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number; stdoutTo?: string } = {}): Promise<RunResult> {
   const env: NodeJS.ProcessEnv = { ...process.env, TERM: 'xterm', ...options.env };
   if (options.env?.NO_COLOR === undefined) delete env.NO_COLOR;
-  const command = [process.execPath, CORRAL, ...args].map(quote).join(' ');
+  // stdoutTo: the command's standard output goes to that file instead (stderr stays the terminal).
+  const command = [process.execPath, CORRAL, ...args].map(quote).join(' ') + (options.stdoutTo ? ` > ${quote(options.stdoutTo)}` : '');
   return new Promise((resolve, reject) => {
     // A group of its own, so a timeout can end script; the command, in the terminal's session,
     // gets SIGHUP when the terminal goes away.
