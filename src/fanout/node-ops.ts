@@ -49,6 +49,12 @@ const BATCH_WRITERS = 16;
 const BATCH_ANSWERS = 256;
 /** Received bytes are written to disk in pieces of at least this. */
 const WRITE_BATCH = 1024 * 1024;
+/**
+ * Batched files up to this size are read whole, hashed, then written in one call, several at
+ * once; larger ones stream to disk as they arrive (for a 1 MB file that costs less: no copy into
+ * one buffer, no file whole in memory).
+ */
+const WHOLE_FILE = 128 * 1024;
 const TEMP_PREFIX = randomBytes(4).toString('hex');
 /** Read once: the bits that files created by this process lose. */
 const UMASK = process.umask();
@@ -286,7 +292,7 @@ export class NodeOps {
         const ready = this.batchTarget(target, dirs);
         // It may fail while the bytes are still being read; the answer below reports it.
         ready.catch(() => undefined);
-        if (size <= SMALL_FILE) {
+        if (size <= WHOLE_FILE) {
           const data = await reader.read(size);
           while (inflight.size >= BATCH_WRITERS) await Promise.race(inflight);
           const job = answer(i, ready.then(() => (fsync ? this.receive(target, file, [data], true, false) : this.receiveWhole(target, file, data))));
