@@ -306,7 +306,7 @@ try {
         const s = await once(tool, false);
         if (s.ok) (res.samples[tool] ??= []).push(s.ms);
         if (s.ok && s.cpu !== undefined) (res.cpuSamples[tool] ??= []).push(s.cpu);
-        else res.failures.push(`${tool} rep ${rep}: ${s.detail}`);
+        else res.failures.push(`${tool} rep ${rep}, after ${Math.round(s.ms)} ms: ${s.detail}`);
       }
       process.stdout.write(`  rep ${rep + 1}/${REPS}: ${active.map((tool) => `${tool} ${(res.samples[tool]?.at(-1) ?? NaN).toFixed(0)} ms`).join(', ')}  (load ${loadNow()})\n`);
     }
