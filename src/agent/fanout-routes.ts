@@ -83,6 +83,7 @@ export function addFanoutRoutes(server: RpcServer, agent: Agent): void {
   server.route('POST', FANOUT_PATHS.nodeCheck, (req) => ops.check(body(req.body)), node);
   server.route('POST', FANOUT_PATHS.nodeList, (req) => ops.list(body(req.body)), node);
   server.route('POST', FANOUT_PATHS.nodePut, (req) => ops.put(body(req.body), req.input), { ...node, input: true });
+  server.route('POST', FANOUT_PATHS.nodePutBatch, (req) => ops.putBatch(body(req.body), req.input), { ...node, input: true });
   server.route('POST', FANOUT_PATHS.nodeRead, async (req) => new RawResponse(await ops.read(body(req.body))), { ...node, input: true });
 
   const operator = { allow: isOperator };
@@ -90,5 +91,6 @@ export function addFanoutRoutes(server: RpcServer, agent: Agent): void {
   server.route('POST', FANOUT_PATHS.exec, (req) => relay.exec(body(req.body), req.input, req.signal), { ...operator, input: true });
   server.route('POST', FANOUT_PATHS.call, (req) => relay.call(body(req.body), req.signal), operator);
   server.route('POST', FANOUT_PATHS.put, (req) => relay.put(body(req.body), req.input, req.signal), { ...operator, input: true });
+  server.route('POST', FANOUT_PATHS.putBatch, (req) => relay.putBatch(body(req.body), req.input, req.signal), { ...operator, input: true });
   server.route('POST', FANOUT_PATHS.read, async (req) => new RawResponse(await relay.read(body(req.body), req.signal)), { ...operator, input: true });
 }

@@ -8,12 +8,14 @@ export const FANOUT_PATHS = {
   nodeMkdir: '/v1/node/mkdir',
   nodeCheck: '/v1/node/check',
   nodePut: '/v1/node/put',
+  nodePutBatch: '/v1/node/put-batch',
   nodeList: '/v1/node/list',
   nodeRead: '/v1/node/read',
   targets: '/v1/fanout/targets',
   exec: '/v1/fanout/exec',
   call: '/v1/fanout/call',
   put: '/v1/fanout/put',
+  putBatch: '/v1/fanout/put-batch',
   read: '/v1/fanout/read',
 } as const;
 
@@ -103,6 +105,39 @@ export interface NodePutResult {
   bytes: number;
   sha256: string;
 }
+
+/**
+ * /v1/node/put-batch: the arguments line is NodePutBatchArgs; then, for each file, one header line
+ * (BatchFileHeader as JSON) followed by exactly `size` bytes. The answer is one NDJSON event per
+ * file, in the order the files finish; a file that fails does not stop the others.
+ */
+export interface NodePutBatchArgs {
+  dest: string;
+  fsync?: boolean;
+}
+
+export interface BatchFileHeader extends FileEntry {
+  /** The sender's number for this file, echoed in its answer. */
+  i: number;
+}
+
+export type NodePutBatchEvent = { i: number; t: 'ok'; result: NodePutResult } | { i: number; t: 'error'; error: string; code: string };
+
+/**
+ * /v1/fanout/put-batch: the relay's batch. Each file's header also names the nodes that get it
+ * (among `nodes`); its bytes are read once and teed to them. Answers are node-tagged; `lost` says a
+ * node's stream failed, so its files without an answer failed with that error.
+ */
+export interface FanoutPutBatchArgs extends NodePutBatchArgs {
+  nodes: string[];
+  connectTimeoutMs?: number;
+}
+
+export interface FanoutBatchFileHeader extends BatchFileHeader {
+  nodes: string[];
+}
+
+export type FanoutPutBatchEvent = ({ node: string } & NodePutBatchEvent) | { node: string; t: 'lost'; error: string; code: string };
 
 export interface NodeMkdirArgs {
   paths: string[];

@@ -6,7 +6,7 @@
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loadClusterConfig, type ClusterConfig } from '../config/cluster-config.js';
@@ -198,6 +198,25 @@ describe('fan-out on a local 3-node cluster', { timeout: 300_000 }, () => {
       const d = path.join(work(n), 'cdest');
       assert.deepEqual(readdirSync(d), ['fine.dat'], 'no corrupted file and no temporary left behind');
     }
+  });
+
+  it('push: a file whose target on one node leads out of its write roots is refused there alone; the rest of the batch lands everywhere', async () => {
+    const dir = path.join(src(), 'roots');
+    mkdirSync(dir, { recursive: true });
+    for (const name of ['a.txt', 'link.txt', 'z.txt']) writeFileSync(path.join(dir, name), `${name}\n`);
+    const outside = path.join(lc.dir, 'outside-roots');
+    mkdirSync(outside);
+    writeFileSync(path.join(outside, 'victim'), 'untouched\n');
+    mkdirSync(path.join(work('n2'), 'rdest', 'roots'), { recursive: true });
+    symlinkSync(path.join(outside, 'victim'), path.join(work('n2'), 'rdest', 'roots', 'link.txt'));
+    const r = await corral(['push', dir, 'rdest']);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /n2: FAILED 1, 2 sent .*, 0 unchanged: n2 may not write .*link\.txt: it is outside/);
+    assert.match(r.stdout, /n1: ok, 3 sent/);
+    assert.match(r.stdout, /n3: ok, 3 sent/);
+    assert.equal(readFileSync(path.join(outside, 'victim'), 'utf8'), 'untouched\n');
+    assert.deepEqual(readdirSync(outside), ['victim']);
+    assert.equal(readFileSync(path.join(work('n2'), 'rdest', 'roots', 'z.txt'), 'utf8'), 'z.txt\n');
   });
 
   it('scatter: by suffix as distsys, manifests on every node and locally, a re-run sends nothing, --move deletes only verified sources', async () => {

@@ -8,6 +8,7 @@ import type {
   FanoutExecArgs,
   FanoutPutEvent,
   FanoutTargetsResult,
+  FileEntry,
   NodeCheckArgs,
   NodeListArgs,
   NodeMkdirArgs,
@@ -20,6 +21,26 @@ export type NodeCall =
   | { path: '/v1/node/check'; body: NodeCheckArgs }
   | { path: '/v1/node/list'; body: NodeListArgs };
 
+/** One file of a batched transfer and the nodes it goes to. */
+export interface PutJob {
+  file: FileEntry;
+  nodes: string[];
+  /** The file's bytes, read when the job is sent. */
+  source: () => AsyncIterable<Buffer>;
+}
+
+export interface PutManyOptions {
+  dest: string;
+  /** Every node any file may go to. */
+  nodes: string[];
+  fsync?: boolean;
+  signal: AbortSignal;
+  /** The next file to send (its nodes decided now), or undefined when there is none left. */
+  next: () => PutJob | undefined;
+  /** One call per file and node, whatever happened. */
+  onResult: (job: PutJob, result: FanoutPutEvent) => void;
+}
+
 export interface Fleet {
   /** What the transport is, for messages: "agent n1 (unix:...)" or "ssh". */
   readonly via: string;
@@ -31,6 +52,8 @@ export interface Fleet {
   call(nodes: string[], call: NodeCall, opts: { fanout?: number; signal: AbortSignal }): AsyncIterable<FanoutCallEvent>;
   /** One file to each listed node; `source` is read once per call. */
   put(nodes: string[], put: NodePutArgs, source: () => AsyncIterable<Buffer>, signal: AbortSignal): Promise<FanoutPutEvent[]>;
+  /** Many files over a few requests; when absent, put() is called per file. */
+  putMany?(opts: PutManyOptions): Promise<void>;
   /** The bytes of a file on one node. */
   read(node: string, path: string, signal: AbortSignal): Promise<AsyncIterable<Buffer>>;
   close(): Promise<void>;

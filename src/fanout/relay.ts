@@ -14,12 +14,18 @@ import {
   type FanoutPutArgs,
   type FanoutPutEvent,
   type FanoutTargetsResult,
+  type FanoutBatchFileHeader,
+  type FanoutPutBatchArgs,
+  type FanoutPutBatchEvent,
+  type NodePutBatchArgs,
+  type NodePutBatchEvent,
   type NodePutResult,
   type TargetSpec,
 } from '../api/fanout-wire.js';
 import { expandNodeSet } from '../config/nodeset.js';
 import type { RpcClient } from '../transport/client.js';
 import { AsyncQueue, chunksOf } from './async-queue.js';
+import { FrameReader, frameHeader } from './frames.js';
 import type { NodeOps } from './node-ops.js';
 
 export interface RelayHost {
@@ -36,6 +42,7 @@ export interface RelayHost {
 
 const DEFAULT_FANOUT = 64;
 const STDIN_LIMIT = 64 * 1024 * 1024;
+const TEE_PIECE = 256 * 1024;
 
 /** -w / -x / -a against the known nodes; an unknown name is an error naming it. */
 export function resolveTargets(spec: TargetSpec, all: readonly string[], groups: Readonly<Record<string, readonly string[]>>): string[] {
@@ -275,6 +282,88 @@ export class Relay {
     } finally {
       // Unblock the feeder if this node stopped reading early.
       void sink[Symbol.asyncIterator]().return?.();
+    }
+  }
+
+  /**
+   * A batch of files (frames: a header naming the file's nodes, then its bytes), each read once
+   * and teed to the nodes it names, over one /v1/node/put-batch stream per node opened on first
+   * use. Answers are node-tagged as they come; a node whose stream fails is reported `lost` once.
+   */
+  putBatch(args: Partial<FanoutPutBatchArgs>, input: AsyncIterable<Buffer> | undefined, signal: AbortSignal): AsyncIterable<FanoutPutBatchEvent> {
+    if (!Array.isArray(args.nodes) || args.nodes.length === 0 || typeof args.dest !== 'string') throw new CorralError('BAD_REQUEST', 'put-batch needs nodes and dest');
+    const out = new AsyncQueue<FanoutPutBatchEvent>(1024);
+    void this.runPutBatch(args as FanoutPutBatchArgs, input, signal, out).then(
+      () => out.end(),
+      (err: unknown) => out.fail(err),
+    );
+    return out;
+  }
+
+  private async runPutBatch(args: FanoutPutBatchArgs, input: AsyncIterable<Buffer> | undefined, signal: AbortSignal, out: AsyncQueue<FanoutPutBatchEvent>): Promise<void> {
+    const { all } = await this.host.nodes();
+    const allowed = new Set(resolveTargets({ nodes: args.nodes.map(String).join(',') }, all, this.host.groups));
+    setMaxListeners(0, signal);
+    const nodeArgs: NodePutBatchArgs = { dest: args.dest, ...(args.fsync === true ? { fsync: true } : {}) };
+    type NodeStream = { node: string; sink: AsyncQueue<Buffer>; done: Promise<void>; lost?: { error: string; code: string } };
+    const streams = new Map<string, NodeStream>();
+    const streamTo = (node: string): NodeStream => {
+      const existing = streams.get(node);
+      if (existing) return existing;
+      const sink = new AsyncQueue<Buffer>(64);
+      const entry: NodeStream = { node, sink, done: Promise.resolve() };
+      entry.done = (async () => {
+        try {
+          let answers: AsyncIterable<NodePutBatchEvent>;
+          if (node === this.host.self) answers = this.host.ops.putBatch(nodeArgs, sink);
+          else {
+            const res = await this.peerOf(node).open(FANOUT_PATHS.nodePutBatch, nodeArgs, { input: sink, signal, timeoutMs: args.connectTimeoutMs ?? this.host.connectTimeoutMs });
+            answers = res.lines<NodePutBatchEvent>();
+          }
+          for await (const ev of answers) if (!out.push({ node, ...ev })) await out.drained();
+        } catch (err) {
+          entry.lost = unreachable(err, node);
+          out.push({ node, t: 'lost', ...entry.lost });
+        } finally {
+          // Unblock the feeder if this node stopped reading early.
+          void sink[Symbol.asyncIterator]().return?.();
+        }
+      })();
+      streams.set(node, entry);
+      return entry;
+    };
+    const feed = async (sinks: AsyncQueue<Buffer>[], data: Buffer): Promise<void> => {
+      const slow: Promise<void>[] = [];
+      for (const sink of sinks) if (!sink.abandoned && !sink.push(data)) slow.push(sink.drained());
+      if (slow.length > 0) await Promise.all(slow);
+    };
+    const reader = new FrameReader(input);
+    try {
+      for (let head = await reader.header(); head !== undefined && !signal.aborted; head = await reader.header()) {
+        const h = head as Partial<FanoutBatchFileHeader>;
+        if (!Number.isSafeInteger(h.i) || !Number.isSafeInteger(h.size) || (h.size as number) < 0 || !Array.isArray(h.nodes) || !h.nodes.every((n) => typeof n === 'string' && allowed.has(n))) {
+          throw new CorralError('BAD_REQUEST', `every file of a batch needs a number i, a size and nodes among ${[...allowed].join(', ')}`);
+        }
+        const { nodes, ...file } = h as FanoutBatchFileHeader;
+        const sinks: AsyncQueue<Buffer>[] = [];
+        for (const s of nodes.map(streamTo)) {
+          // A node lost earlier answers for each later file at once, with the reason.
+          if (s.lost) out.push({ node: s.node, i: file.i, t: 'error', ...s.lost });
+          else sinks.push(s.sink);
+        }
+        // Pieces of up to TEE_PIECE bytes (a small file whole, with its header): every piece
+        // costs a write per node, and the input arrives in frames of 16 KiB or less.
+        let left = file.size;
+        let piece = await reader.read(Math.min(left, TEE_PIECE));
+        await feed(sinks, Buffer.concat([frameHeader(file), piece]));
+        for (left -= piece.length; left > 0 && piece.length > 0; left -= piece.length) {
+          piece = await reader.read(Math.min(left, TEE_PIECE));
+          if (piece.length > 0) await feed(sinks, piece);
+        }
+      }
+    } finally {
+      for (const { sink } of streams.values()) sink.end();
+      await Promise.all([...streams.values()].map((s) => s.done));
     }
   }
 

@@ -4,12 +4,12 @@
 // them: one read of each file for all its nodes, verified on arrival, renamed into place.
 
 import { createHash, randomBytes, randomInt } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, readFileSync } from 'node:fs';
 import { chmod, lstat, mkdir, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { CorralError } from '../api/errors.js';
-import { FANOUT_PATHS, type FileEntry, type ListedEntry, type NodeCheckResult, type NodeListResult } from '../api/fanout-wire.js';
-import type { Fleet, NodeCall } from './fleet.js';
+import { FANOUT_PATHS, type FanoutPutEvent, type FileEntry, type ListedEntry, type NodeCheckResult, type NodeListResult } from '../api/fanout-wire.js';
+import type { Fleet, NodeCall, PutJob } from './fleet.js';
 import { sha256File, SMALL_FILE } from './node-ops.js';
 import { Progress, type ProgressSink } from './progress.js';
 
@@ -40,6 +40,14 @@ export interface NodeReport {
 export const UNREACHABLE_CODES: ReadonlySet<string> = new Set(['UNAVAILABLE', 'TIMEOUT', 'SHUTTING_DOWN']);
 const PUT_CONCURRENCY = 16;
 const HASH_CONCURRENCY = 8;
+const REQUEST_ITEMS = 4000;
+const REQUEST_BYTES = 512 * 1024;
+/**
+ * Local files up to this size are read synchronously: four thread-pool round trips per file
+ * (open, fstat, read, close) are what limit thousands of small files on a busy machine, while a
+ * read from the page cache takes microseconds. Only the CLI reads sources; agents stay async.
+ */
+const TINY_FILE = 256 * 1024;
 
 async function pool<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>, signal?: AbortSignal): Promise<void> {
   let next = 0;
@@ -101,7 +109,7 @@ export async function planSources(sources: readonly string[], opts: { include?: 
   }
   await pool(files, HASH_CONCURRENCY, async (f) => {
     try {
-      f.sha256 = await sha256File(f.abs, f.size);
+      f.sha256 = f.size <= TINY_FILE ? createHash('sha256').update(readFileSync(f.abs)).digest('hex') : await sha256File(f.abs, f.size);
     } catch (err) {
       throw statError(err, f.abs);
     }
@@ -150,6 +158,28 @@ export function assign(files: readonly LocalFile[], nodes: readonly string[], ru
   return { byFile, unassigned };
 }
 
+/**
+ * Splits a long list (directories to create, files to check) into requests well under the
+ * agents' 1 MiB body limit: at most REQUEST_ITEMS items and about REQUEST_BYTES of text each.
+ */
+function requestSized<T>(items: readonly T[], bytes: (item: T) => number): T[][] {
+  const out: T[][] = [];
+  let current: T[] = [];
+  let size = 0;
+  for (const item of items) {
+    const b = bytes(item) + 16;
+    if (current.length > 0 && (current.length >= REQUEST_ITEMS || size + b > REQUEST_BYTES)) {
+      out.push(current);
+      current = [];
+      size = 0;
+    }
+    current.push(item);
+    size += b;
+  }
+  if (current.length > 0) out.push(current);
+  return out;
+}
+
 function newReport(node: string): NodeReport {
   return { node, sent: 0, bytes: 0, unchanged: 0, failed: [] };
 }
@@ -166,15 +196,18 @@ async function callEach(fleet: Fleet, nodes: string[], call: (node: string) => N
     entry.nodes.push(node);
     byBody.set(key, entry);
   }
-  for (const { call: c, nodes: group } of byBody.values()) {
-    for await (const ev of fleet.call(group, c, { signal, ...(fanout ? { fanout } : {}) })) {
-      if (ev.t === 'plan') continue;
-      const report = reports.get(ev.node) as NodeReport;
-      if (ev.t === 'ok') results.set(ev.node, ev.result);
-      else if (UNREACHABLE_CODES.has(ev.code)) report.unreachable = ev.error;
-      else report.failed.push({ path: c.path === FANOUT_PATHS.nodeMkdir ? c.body.paths.join(', ') : '', error: ev.error, code: ev.code });
-    }
-  }
+  // Different requests (scatter: each node its own files) go at once.
+  await Promise.all(
+    [...byBody.values()].map(async ({ call: c, nodes: group }) => {
+      for await (const ev of fleet.call(group, c, { signal, ...(fanout ? { fanout } : {}) })) {
+        if (ev.t === 'plan') continue;
+        const report = reports.get(ev.node) as NodeReport;
+        if (ev.t === 'ok') results.set(ev.node, ev.result);
+        else if (UNREACHABLE_CODES.has(ev.code)) report.unreachable = ev.error;
+        else report.failed.push({ path: c.path === FANOUT_PATHS.nodeMkdir ? c.body.paths.join(', ') : '', error: ev.error, code: ev.code });
+      }
+    }),
+  );
   return results;
 }
 
@@ -201,26 +234,35 @@ export async function transfer(fleet: Fleet, nodes: string[], plan: LocalPlan, w
   for (const f of plan.files) for (const n of wanted(f)) perNode.get(n)?.push(f);
   // 1. The destination and every directory (empty ones too) on every node that gets something.
   const dirPaths = [opts.dest, ...plan.dirs.map((d) => path.posix.join(opts.dest, d))];
-  await callEach(fleet, nodes, () => ({ path: FANOUT_PATHS.nodeMkdir, body: { paths: dirPaths } }), reports, opts.signal, opts.fanout);
+  for (const paths of requestSized(dirPaths, (p) => Buffer.byteLength(JSON.stringify(p)))) {
+    await callEach(fleet, nodes.filter(live), () => ({ path: FANOUT_PATHS.nodeMkdir, body: { paths } }), reports, opts.signal, opts.fanout);
+  }
   // 2. What each node already holds.
-  const present = await callEach(
-    fleet,
-    nodes.filter(live),
-    (n) => {
-      const files = perNode.get(n) as LocalFile[];
-      return files.length === 0 ? undefined : { path: FANOUT_PATHS.nodeCheck, body: { dest: opts.dest, files: files.map(({ path: p, size, mode, sha256 }) => ({ path: p, size, mode, sha256 })) } };
-    },
-    reports,
-    opts.signal,
-    opts.fanout,
-  );
+  const entry = ({ path: p, size, mode, sha256 }: LocalFile): FileEntry => ({ path: p, size, mode, sha256 });
+  const chunks = new Map([...perNode].map(([n, files]) => [n, requestSized(files, (f) => Buffer.byteLength(JSON.stringify(f.path)) + 100)]));
+  const flags = new Map<string, boolean[]>(nodes.map((n) => [n, []]));
+  const rounds = Math.max(0, ...[...chunks.values()].map((c) => c.length));
+  for (let round = 0; round < rounds; round++) {
+    const present = await callEach(
+      fleet,
+      nodes.filter(live),
+      (n) => {
+        const files = chunks.get(n)?.[round];
+        return files === undefined ? undefined : { path: FANOUT_PATHS.nodeCheck, body: { dest: opts.dest, files: files.map(entry) } };
+      },
+      reports,
+      opts.signal,
+      opts.fanout,
+    );
+    for (const [n, result] of present) (flags.get(n) as boolean[]).push(...(result as NodeCheckResult).present);
+  }
   const needs = new Map<LocalFile, string[]>();
   for (const n of nodes) {
     if (!live(n)) continue;
     const files = perNode.get(n) as LocalFile[];
-    const flags = (present.get(n) as NodeCheckResult | undefined)?.present ?? [];
+    const held = flags.get(n) as boolean[];
     files.forEach((f, i) => {
-      if (flags[i] === true) {
+      if (held[i] === true) {
         (reports.get(n) as NodeReport).unchanged++;
         opts.onVerified?.(f, n);
       } else needs.set(f, [...(needs.get(f) ?? []), n]);
@@ -230,40 +272,79 @@ export async function transfer(fleet: Fleet, nodes: string[], plan: LocalPlan, w
   const jobs = [...needs.entries()];
   const totalBytes = jobs.reduce((sum, [f, ns]) => sum + f.size * ns.length, 0);
   const progress = opts.progress ? new Progress(opts.progress, opts.label, jobs.length, totalBytes) : undefined;
-  await pool(
-    jobs,
-    PUT_CONCURRENCY,
-    async ([file, targets]) => {
-      const to = targets.filter((n) => (reports.get(n) as NodeReport).unreachable === undefined);
-      if (to.length === 0) return;
-      let results;
-      try {
-        const { path: p, size, mode, sha256 } = file;
-        results = await fleet.put(to, { dest: opts.dest, file: { path: p, size, mode, sha256 }, ...(opts.fsync ? { fsync: true } : {}) }, () => readSource(file), opts.signal);
-      } catch (err) {
-        if (opts.signal.aborted) return;
-        const e = CorralError.from(err);
-        results = to.map((node) => ({ node, t: 'error' as const, error: e.message, code: e.code }));
-      }
-      for (const r of results) {
-        const report = reports.get(r.node) as NodeReport;
-        if (r.t === 'ok') {
-          report.sent++;
-          report.bytes += r.result.bytes;
-          opts.onVerified?.(file, r.node);
-        } else if (UNREACHABLE_CODES.has(r.code)) report.unreachable ??= r.error;
-        else report.failed.push({ path: file.path, error: r.error, code: r.code });
-      }
-      progress?.add(1, file.size * to.length);
-    },
-    opts.signal,
-  );
+  const record = (file: LocalFile, r: FanoutPutEvent): void => {
+    const report = reports.get(r.node) as NodeReport;
+    if (r.t === 'ok') {
+      report.sent++;
+      report.bytes += r.result.bytes;
+      opts.onVerified?.(file, r.node);
+    } else if (UNREACHABLE_CODES.has(r.code)) report.unreachable ??= r.error;
+    else report.failed.push({ path: file.path, error: r.error, code: r.code });
+  };
+  const reachable = (n: string): boolean => (reports.get(n) as NodeReport).unreachable === undefined;
+  if (fleet.putMany) {
+    // Batched: the fleet pulls the files as it has room; each is counted once all its nodes answered.
+    let k = 0;
+    const waiting = new Map<PutJob, number>();
+    await fleet.putMany({
+      dest: opts.dest,
+      nodes: nodes.filter(live),
+      signal: opts.signal,
+      ...(opts.fsync ? { fsync: true } : {}),
+      next: () => {
+        while (k < jobs.length) {
+          const [file, targets] = jobs[k++] as [LocalFile, string[]];
+          const to = targets.filter(reachable);
+          if (to.length === 0) continue;
+          const job: PutJob = { file, nodes: to, source: () => readSource(file) };
+          waiting.set(job, to.length);
+          return job;
+        }
+        return undefined;
+      },
+      onResult: (job, r) => {
+        if (opts.signal.aborted && r.t === 'error') return;
+        record(job.file as LocalFile, r);
+        const left = (waiting.get(job) ?? 1) - 1;
+        if (left > 0) waiting.set(job, left);
+        else {
+          waiting.delete(job);
+          progress?.add(1, job.file.size * job.nodes.length);
+        }
+      },
+    });
+  } else {
+    await pool(
+      jobs,
+      PUT_CONCURRENCY,
+      async ([file, targets]) => {
+        const to = targets.filter(reachable);
+        if (to.length === 0) return;
+        let results: FanoutPutEvent[];
+        try {
+          const { path: p, size, mode, sha256 } = file;
+          results = await fleet.put(to, { dest: opts.dest, file: { path: p, size, mode, sha256 }, ...(opts.fsync ? { fsync: true } : {}) }, () => readSource(file), opts.signal);
+        } catch (err) {
+          if (opts.signal.aborted) return;
+          const e = CorralError.from(err);
+          results = to.map((node) => ({ node, t: 'error' as const, error: e.message, code: e.code }));
+        }
+        for (const r of results) record(file, r);
+        progress?.add(1, file.size * to.length);
+      },
+      opts.signal,
+    );
+  }
   progress?.done();
   return nodes.map((n) => reports.get(n) as NodeReport);
 }
 
 /** A file's bytes: small files in one read, large ones streamed. */
 async function* readSource(file: LocalFile): AsyncGenerator<Buffer> {
+  if (file.size <= TINY_FILE) {
+    yield readFileSync(file.abs);
+    return;
+  }
   if (file.size <= SMALL_FILE) {
     yield await readFile(file.abs);
     return;

@@ -5,7 +5,7 @@ import { connect as connectH2, type ClientHttp2Session } from 'node:http2';
 import { connect as connectNet, type Socket } from 'node:net';
 import { connect as connectTls, type ConnectionOptions, type PeerCertificate } from 'node:tls';
 import { CorralError } from '../api/errors.js';
-import { describeEndpoint, type Endpoint } from './types.js';
+import { describeEndpoint, SESSION_WINDOW, STREAM_WINDOW, type Endpoint } from './types.js';
 
 const TLS13 = { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } as const;
 const PSK_CIPHERS = 'TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256';
@@ -28,9 +28,10 @@ export async function openSession(endpoint: Endpoint, timeoutMs: number): Promis
     throw connectError(err, endpoint);
   }
   const authority = endpoint.kind === 'unix' ? 'http://localhost' : `https://${where.replace(/^[a-z]+:\/\//, '')}`;
-  const session = connectH2(authority, { createConnection: () => socket, settings: { enablePush: false } });
+  const session = connectH2(authority, { createConnection: () => socket, settings: { enablePush: false, initialWindowSize: STREAM_WINDOW } });
   try {
     await settle(session, 'remoteSettings');
+    session.setLocalWindowSize(SESSION_WINDOW);
     return session;
   } catch (err) {
     session.destroy();

@@ -22,7 +22,7 @@ import { nullLogger, type Logger } from '../util/log.js';
 import { Exchange, type ExchangeHost } from './exchange.js';
 import { peerIdentity } from './pki.js';
 import { RouteTable, type RouteOptions, type RpcHandler, type RpcMethod } from './routes.js';
-import type { PeerIdentity, TlsCredentials } from './types.js';
+import { SESSION_WINDOW, STREAM_WINDOW, type PeerIdentity, type TlsCredentials } from './types.js';
 import { clearStaleSocket, listenUnixSocket, removeSocketFile } from './unix-socket.js';
 
 export type { RouteOptions, RpcHandler, RpcMethod, RpcRequest } from './routes.js';
@@ -180,7 +180,7 @@ export class RpcServer {
 
   private h2Options(): ServerOptions {
     return {
-      settings: { maxConcurrentStreams: this.opts.maxConcurrentStreams },
+      settings: { maxConcurrentStreams: this.opts.maxConcurrentStreams, initialWindowSize: STREAM_WINDOW },
       maxSessionInvalidFrames: 100,
       maxSessionRejectedStreams: 100,
       maxHeaderListPairs: 64,
@@ -219,6 +219,7 @@ export class RpcServer {
       return;
     }
     this.peers.set(session, peer);
+    session.setLocalWindowSize(SESSION_WINDOW);
     listener.sessions.add(session);
     this.onSessionsChange?.(this.sessionCount);
     // A peer that connects and never speaks HTTP/2 must not hold a connection forever.
