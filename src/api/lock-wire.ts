@@ -1,6 +1,8 @@
 // The lock endpoints on the wire, shared by the agent's lock service and the typed client.
 // Import-free, so the `corral lock` client pays nothing for it.
 //
+//   POST /v1/locks/channel  NDJSON LockCommand… → NDJSON LockChannelEvent…: every lock of a
+//                           client over one channel (the library and `corral lock` use this)
 //   POST /v1/locks/acquire  {LockAcquireBody}  → NDJSON stream of LockEvent, open while the lock is held
 //   POST /v1/locks/release  {id, rollback}     → {released: true}; the stream then ends with "released"
 //   POST /v1/locks/confirm  {id}               → {validForMs}: the lock is held at least that long
@@ -11,8 +13,16 @@
 // Closing the acquire stream (or the client dying) releases the lock, rolling a transactional
 // sequence value back, unless an attached process group still runs (then it is released when the
 // group is gone).
+//
+// On the channel, each request has a number (`ref`) chosen by the client, unique on the channel;
+// its commands and events carry it. `cancel` is what closing an acquire stream is: it gives up a
+// wait, or drops a held lock as if its client had died. Closing the channel cancels every request
+// on it. Answers to release, confirm and attach echo the command's `seq`; a command that fails
+// gets a `failed` event instead. Over a UNIX socket the channel is a raw connection whose first
+// line is `CORRAL-CHANNEL/1 /v1/locks/channel` (src/transport/channel.ts).
 
 export const LOCK_PATHS = {
+  channel: '/v1/locks/channel',
   acquire: '/v1/locks/acquire',
   release: '/v1/locks/release',
   confirm: '/v1/locks/confirm',
@@ -68,6 +78,24 @@ export type LockEvent =
   /** The lock is gone (session lost, agent stopping): the stream ends after this. */
   | { event: 'lost'; id: string; code: string; reason: string }
   | { event: 'released'; id: string };
+
+/** What a client sends on the lock channel. */
+export type LockCommand =
+  | ({ op: 'acquire'; ref: number } & LockAcquireBody)
+  | { op: 'release'; ref: number; seq: number; rollback?: boolean }
+  | { op: 'confirm'; ref: number; seq: number }
+  | { op: 'attach'; ref: number; seq: number; pgid: number }
+  | { op: 'cancel'; ref: number };
+
+/** What the agent sends on the lock channel: a request's LockEvents, and answers to its commands. */
+export type LockChannelEvent =
+  | (Exclude<LockEvent, { event: 'released' }> & { ref: number })
+  /** The answer to release: the lock is released (the request is over). */
+  | { ref: number; event: 'released'; id: string; seq?: number }
+  | { ref: number; event: 'confirmed'; seq: number; validForMs: number }
+  | { ref: number; event: 'attached'; seq: number }
+  /** An acquire (no seq) or a command that failed; a failed acquire ends its request. */
+  | { ref: number; event: 'failed'; op: LockCommand['op']; seq?: number; error: { code: string; message: string } };
 
 export interface LockReleaseBody {
   id: string;
