@@ -59,7 +59,7 @@ export interface LockOptions {
 const TIMEOUT_SLACK_MS = 250;
 
 /** What a request's listener hears: its events, or the end of the channel. */
-type ChannelNews = LockChannelEvent | { event: 'end'; reason: CorralError };
+type ChannelNews = LockChannelEvent | { event: 'end'; reason: CorralError; byPeer: boolean };
 
 /** One RpcClient's lock channel, opened on first use and again after it ends. */
 const channels = new WeakMap<RpcClient, LockChannel>();
@@ -84,7 +84,7 @@ class LockChannel {
   private constructor(readonly rpc: RpcClient) {
     this.channel = rpc.channel(LOCK_PATHS.channel, {
       onMessage: (message) => this.listeners.get((message as LockChannelEvent).ref)?.(message as LockChannelEvent),
-      onEnd: (reason) => this.end(reason),
+      onEnd: (reason, byPeer) => this.end(reason, byPeer),
     });
   }
 
@@ -118,11 +118,11 @@ class LockChannel {
     this.channel.setActive(active);
   }
 
-  private end(reason: CorralError): void {
+  private end(reason: CorralError, byPeer: boolean): void {
     this.over = reason;
     const listeners = [...this.listeners.values()];
     this.listeners.clear();
-    for (const listener of listeners) listener({ event: 'end', reason });
+    for (const listener of listeners) listener({ event: 'end', reason, byPeer });
   }
 }
 
@@ -233,7 +233,9 @@ export class HeldLock {
   readonly fencingToken: bigint;
   readonly confirmEveryMs: number;
   readonly stopWithinMs: number;
-  private readonly lostController = new AbortController();
+  /** Created on first use of `lost`: most locks are released without anyone asking. */
+  private lostController: AbortController | undefined;
+  private lostReason: CorralError | undefined;
   /** Monotonic ms (this process's clock) until which the lock is certainly held. */
   private validUntil: number;
   private confirmTimer: Timer | undefined;
@@ -271,8 +273,8 @@ export class HeldLock {
   /** Before handing the lock out: a request that waited long needs a fresh confirmation. */
   async settle(): Promise<void> {
     if (this.remainingMs() <= this.stopWithinMs) await this.confirm(Math.max(1000, this.confirmEveryMs * 2));
-    if (this.remainingMs() <= this.stopWithinMs && !this.lost.aborted) this.lose(this.unconfirmed());
-    if (this.lost.aborted) throw this.lost.reason as Error;
+    if (this.remainingMs() <= this.stopWithinMs && this.lostReason === undefined) this.lose(this.unconfirmed());
+    if (this.lostReason !== undefined) throw this.lostReason;
     this.scheduleConfirm();
     this.armWatchdog();
   }
@@ -282,13 +284,17 @@ export class HeldLock {
    * remainingMs() at the latest, then call release() (which then only tells the agent to drop it).
    */
   get lost(): AbortSignal {
+    if (!this.lostController) {
+      this.lostController = new AbortController();
+      if (this.lostReason !== undefined) this.lostController.abort(this.lostReason);
+    }
     return this.lostController.signal;
   }
 
   /** Resolves with the loss when the lock is lost (never, once released). */
   whenLost(): Promise<CorralError> {
+    if (this.lostReason !== undefined) return Promise.resolve(this.lostReason);
     const signal = this.lost;
-    if (signal.aborted) return Promise.resolve(signal.reason as CorralError);
     return new Promise((resolve) => signal.addEventListener('abort', () => resolve(signal.reason as CorralError), { once: true }));
   }
 
@@ -298,7 +304,7 @@ export class HeldLock {
 
   /** Milliseconds the lock is certainly still held (0 once lost or released). */
   remainingMs(): number {
-    if (this.lost.aborted || this.releasedValue) return 0;
+    if (this.lostReason !== undefined || this.releasedValue) return 0;
     return Math.max(0, this.validUntil - this.clock.now());
   }
 
@@ -336,7 +342,7 @@ export class HeldLock {
 
   private async releaseOnce(rollback: boolean): Promise<void> {
     this.stopTimers();
-    if (this.lost.aborted) return this.drop();
+    if (this.lostReason !== undefined) return this.drop();
     try {
       await this.command({ op: 'release', ref: this.ref, seq: 0, rollback }, this.channel.rpc.requestTimeoutMs);
       this.releasedValue = true;
@@ -383,7 +389,10 @@ export class HeldLock {
         return this.answer(news.seq, (p) => p.reject(CorralError.fromWire(news.error)));
       case 'end':
         this.rejectPending(news.reason);
-        if (!this.ended && !this.releasing) this.lose(new CorralError('LOCK_LOST', `lost the lock on ${this.resource}: ${news.reason.message}`));
+        if (!this.ended && !this.releasing) {
+          const why = news.byPeer ? `${this.channel.rpc.where} closed the lock stream` : news.reason.message;
+          this.lose(new CorralError('LOCK_LOST', `lost the lock on ${this.resource}: ${why}`));
+        }
         return;
       case 'queued':
       case 'granted':
@@ -410,7 +419,7 @@ export class HeldLock {
   // --- watching the lock --------------------------------------------------------------------
 
   private scheduleConfirm(): void {
-    if (this.lost.aborted || this.releasing) return;
+    if (this.lostReason !== undefined || this.releasing) return;
     this.confirmTimer = this.clock.setTimer(this.confirmEveryMs, () => {
       void this.confirm(this.confirmEveryMs * 2).finally(() => this.scheduleConfirm());
     });
@@ -433,13 +442,13 @@ export class HeldLock {
   }
 
   private armWatchdog(): void {
-    if (this.lost.aborted || this.releasing) return;
+    if (this.lostReason !== undefined || this.releasing) return;
     this.watchdogDue = this.validUntil - this.stopWithinMs;
     this.watchdog = this.clock.setTimer(this.watchdogDue - this.clock.now(), () => void this.checkValidity());
   }
 
   private async checkValidity(): Promise<void> {
-    if (this.lost.aborted || this.releasing) return;
+    if (this.lostReason !== undefined || this.releasing) return;
     const now = this.clock.now();
     if (now < this.validUntil - this.stopWithinMs) return this.armWatchdog(); // confirmed meanwhile
     // Fired far behind its time: this process was stopped or starved, not the agent. Ask before
@@ -459,11 +468,12 @@ export class HeldLock {
   }
 
   private lose(reason: CorralError): void {
-    if (this.lost.aborted || this.releasedValue) return;
+    if (this.lostReason !== undefined || this.releasedValue) return;
     this.stopTimers();
     // The request stays open on the agent: dropping it would make the agent release the lock (if
     // it still holds it) while the work may still be stopping. release() drops it once stopped.
-    this.lostController.abort(reason);
+    this.lostReason = reason;
+    this.lostController?.abort(reason);
   }
 
   private stopTimers(): void {

@@ -11,8 +11,11 @@ import { errorOfLine, LineSplitter, RAW_CHANNEL_MAGIC } from './ndjson.js';
 export interface ChannelHandlers {
   /** Each message the server sends, in order. */
   onMessage(value: unknown): void;
-  /** Once, when the channel is over: why (the server's error line, a lost connection, close()). */
-  onEnd(reason: CorralError): void;
+  /**
+   * Once, when the channel is over: why (the server's error line, a lost connection, close()).
+   * `byPeer`: the server ended it without an error (its side closed cleanly).
+   */
+  onEnd(reason: CorralError, byPeer: boolean): void;
 }
 
 export interface RpcChannel {
@@ -77,15 +80,15 @@ abstract class ChannelBase implements RpcChannel {
     this.close();
   }
 
-  protected finish(fallback: () => CorralError): void {
+  /** `closedHere`: this client closed it (close()). */
+  protected finish(closedHere: boolean): void {
     if (this.over) return;
     this.over = true;
-    this.handlers.onEnd(this.reason ?? fallback());
+    if (this.reason) return this.handlers.onEnd(this.reason, false);
+    if (closedHere) return this.handlers.onEnd(new CorralError('UNAVAILABLE', `the channel to ${this.where} was closed by this client`), false);
+    this.handlers.onEnd(new CorralError('UNAVAILABLE', `${this.where} closed channel ${this.path}; retry`), true);
   }
 
-  protected ended(): CorralError {
-    return new CorralError('UNAVAILABLE', `${this.where} closed channel ${this.path}; retry`);
-  }
 }
 
 /** On a UNIX socket: a connection of its own, first line `CORRAL-CHANNEL/1 PATH`. */
@@ -111,7 +114,7 @@ export class RawChannel extends ChannelBase {
     });
     socket.once('close', () => {
       clearTimeout(timer);
-      this.finish(() => (this.closedHere ? new CorralError('UNAVAILABLE', `the channel to ${where} was closed by this client`) : this.ended()));
+      this.finish(this.closedHere);
     });
     socket.write(`${RAW_CHANNEL_MAGIC}${path}\n`);
   }
@@ -161,19 +164,19 @@ export class H2Channel extends ChannelBase {
       (session) => this.open(session),
       (err: unknown) => {
         this.reason ??= CorralError.from(err);
-        this.finish(() => this.ended());
+        this.finish(false);
       },
     );
   }
 
   private open(session: ClientHttp2Session): void {
-    if (this.over || this.reason) return this.finish(() => new CorralError('UNAVAILABLE', `the channel to ${this.where} was closed by this client`));
+    if (this.over || this.reason) return this.finish(this.closedHere);
     let req: ClientHttp2Stream;
     try {
       req = session.request({ ':method': 'POST', ':path': this.path, 'content-type': NDJSON_TYPE });
     } catch (err) {
       this.reason ??= new CorralError('UNAVAILABLE', `lost the connection to ${this.where} opening channel ${this.path}; retry`, { cause: err });
-      return this.finish(() => this.ended());
+      return this.finish(false);
     }
     this.req = req;
     this.session = session;
@@ -194,7 +197,7 @@ export class H2Channel extends ChannelBase {
     });
     req.once('close', () => {
       this.setRetained(false);
-      this.finish(() => (this.closedHere ? new CorralError('UNAVAILABLE', `the channel to ${this.where} was closed by this client`) : this.ended()));
+      this.finish(this.closedHere);
     });
     for (const line of this.queued.splice(0)) req.write(line);
   }
@@ -222,8 +225,8 @@ export class H2Channel extends ChannelBase {
 
   close(): void {
     this.closedHere = this.reason === undefined;
-    this.reason ??= new CorralError('UNAVAILABLE', `the channel to ${this.where} was closed by this client`);
-    if (this.req && !this.req.closed) this.req.close(NGHTTP2_CANCEL);
+    if (this.req === undefined) this.reason ??= new CorralError('UNAVAILABLE', `the channel to ${this.where} was closed by this client`);
+    else if (!this.req.closed) this.req.close(NGHTTP2_CANCEL);
   }
 }
 

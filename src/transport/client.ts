@@ -146,14 +146,14 @@ export class RpcClient {
   channel(path: string, handlers: ChannelHandlers): RpcChannel {
     const opts = { connectTimeoutMs: this.connectTimeoutMs, maxLineBytes: this.maxResponseBytes };
     if (this.closed) {
-      queueMicrotask(() => handlers.onEnd(new CorralError('UNAVAILABLE', `the client for ${this.where} is closed`)));
+      queueMicrotask(() => handlers.onEnd(new CorralError('UNAVAILABLE', `the client for ${this.where} is closed`), false));
       return { send: () => undefined, setActive: () => undefined, close: () => undefined };
     }
     const tracked: ChannelHandlers = {
       onMessage: (value) => handlers.onMessage(value),
-      onEnd: (reason) => {
+      onEnd: (reason, byPeer) => {
         this.channels.delete(channel);
-        handlers.onEnd(reason);
+        handlers.onEnd(reason, byPeer);
       },
     };
     const channel: RpcChannel =
