@@ -2,13 +2,13 @@
 // HTTP/2 stream under mutual TLS, with the same behaviour on both.
 
 import assert from 'node:assert/strict';
-import { connect as connectNet } from 'node:net';
+import { connect as connectNet, createServer as createNetServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CorralError, isCorralError } from '../api/errors.js';
 import { RpcClient, type RpcChannel } from './client.js';
 import { makeCluster, probe, tempDir } from './fixtures.js';
-import { RAW_CHANNEL_MAGIC } from './ndjson.js';
+import { RAW_CHANNEL_MAGIC, RAW_CHANNEL_READY } from './ndjson.js';
 import { RpcServer } from './server.js';
 import type { ChannelRequest } from './routes.js';
 
@@ -164,7 +164,9 @@ describe('channels', { timeout: 60_000 }, () => {
   it('a raw connection that sends a malformed line is told BAD_REQUEST and closed', async () => {
     const result = await probe(connectNet(socketPath), Buffer.from(`${RAW_CHANNEL_MAGIC}/v1/echo\n{"i":1}\nnot json\n`), 'connect', { waitMs: 3000 });
     assert.equal(result.closedByPeer, true);
-    const lines = result.received.toString('utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as unknown);
+    const [ready, ...rest] = result.received.toString('utf8').split('\n').filter(Boolean);
+    assert.equal(ready, RAW_CHANNEL_READY);
+    const lines = rest.map((l) => JSON.parse(l) as unknown);
     assert.deepEqual(lines[0], { echo: { i: 1 }, peer: 'local' });
     assert.equal((lines[1] as { error: { code: string } }).error.code, 'BAD_REQUEST');
   });
@@ -184,6 +186,33 @@ describe('channels', { timeout: 60_000 }, () => {
     assert.ok(isCorralError(reason, 'UNAVAILABLE'), String(reason));
     assert.equal((reason.cause as NodeJS.ErrnoException).code, 'ENOENT');
     await c.close();
+  });
+
+  it('a server that accepts the connection but never answers fails the channel with TIMEOUT', async () => {
+    const path = join(dir.dir, 'frozen.sock');
+    const accepted: Socket[] = [];
+    const frozen = createNetServer((socket) => accepted.push(socket));
+    await new Promise<void>((resolve) => frozen.listen(path, resolve));
+    const c = new RpcClient({ kind: 'unix', path }, { connectTimeoutMs: 200, requestTimeoutMs: 300 });
+    const t0 = performance.now();
+    const reason = await within(open(c, '/v1/echo').ended, 5000, 'the end');
+    assert.ok(isCorralError(reason, 'TIMEOUT'), String(reason));
+    assert.ok(performance.now() - t0 >= 250, 'not before its deadline');
+    await c.close();
+    for (const socket of accepted) socket.destroy();
+    await new Promise((resolve) => frozen.close(resolve));
+  });
+
+  it('an agent that only speaks HTTP/2 (older than channels) is reported as such', async () => {
+    const path = join(dir.dir, 'old.sock');
+    // As node:http2 does with a connection that does not start with its preface: hang up.
+    const old = createNetServer((socket) => socket.once('data', () => socket.destroy()));
+    await new Promise<void>((resolve) => old.listen(path, resolve));
+    const c = new RpcClient({ kind: 'unix', path });
+    const reason = await within(open(c, '/v1/echo').ended, 5000, 'the end');
+    assert.ok(isCorralError(reason, 'UNAVAILABLE') && /older agent/.test(reason.message), String(reason));
+    await c.close();
+    await new Promise((resolve) => old.close(resolve));
   });
 
   it('closing the server ends open channels with SHUTTING_DOWN', async () => {

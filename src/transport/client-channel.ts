@@ -6,7 +6,7 @@ import type { ClientHttp2Session, ClientHttp2Stream } from 'node:http2';
 import { connect as connectNet, type Socket } from 'node:net';
 import { CorralError } from '../api/errors.js';
 import { connectError, timeoutError } from './connect-errors.js';
-import { errorOfLine, LineSplitter, RAW_CHANNEL_MAGIC } from './ndjson.js';
+import { errorOfLine, LineSplitter, RAW_CHANNEL_MAGIC, RAW_CHANNEL_READY } from './ndjson.js';
 
 export interface ChannelHandlers {
   /** Each message the server sends, in order. */
@@ -36,15 +36,29 @@ abstract class ChannelBase implements RpcChannel {
   protected over = false;
   /** Why it ends, once known (an error line comes before the connection closes). */
   protected reason: CorralError | undefined;
+  /** The server took the channel (its ready line, or its response headers). */
+  protected ready = false;
   private readonly lines: LineSplitter;
+  private readonly readyTimer: NodeJS.Timeout;
 
+  /** `readyWithinMs`: a server that has not taken the channel by then is not answering (TIMEOUT). */
   constructor(
     protected readonly where: string,
     protected readonly path: string,
     private readonly handlers: ChannelHandlers,
-    maxLineBytes: number,
+    opts: { maxLineBytes: number; readyWithinMs: number },
   ) {
-    this.lines = new LineSplitter(maxLineBytes);
+    this.lines = new LineSplitter(opts.maxLineBytes);
+    this.readyTimer = setTimeout(
+      () => this.fail(new CorralError('TIMEOUT', `${where} did not answer on channel ${path} within ${opts.readyWithinMs} ms`)),
+      opts.readyWithinMs,
+    );
+    this.readyTimer.unref();
+  }
+
+  protected markReady(): void {
+    this.ready = true;
+    clearTimeout(this.readyTimer);
   }
 
   abstract send(value: unknown): void;
@@ -60,6 +74,10 @@ abstract class ChannelBase implements RpcChannel {
       return this.fail(err as CorralError);
     }
     for (const line of lines) {
+      if (!this.ready && line === RAW_CHANNEL_READY) {
+        this.markReady();
+        continue;
+      }
       let value: unknown;
       try {
         value = JSON.parse(line);
@@ -69,6 +87,7 @@ abstract class ChannelBase implements RpcChannel {
       }
       const error = errorOfLine(value);
       if (error) return this.fail(error);
+      if (!this.ready) return this.fail(new CorralError('UNAVAILABLE', `${this.where} is not a corral agent's channel ${this.path} (an older agent? restart it)`));
       this.handlers.onMessage(value);
       if (this.over || this.reason) return;
     }
@@ -84,8 +103,11 @@ abstract class ChannelBase implements RpcChannel {
   protected finish(closedHere: boolean): void {
     if (this.over) return;
     this.over = true;
+    clearTimeout(this.readyTimer);
     if (this.reason) return this.handlers.onEnd(this.reason, false);
     if (closedHere) return this.handlers.onEnd(new CorralError('UNAVAILABLE', `the channel to ${this.where} was closed by this client`), false);
+    // Closed before taking the channel: an agent too old to know channels hangs up on the first line.
+    if (!this.ready) return this.handlers.onEnd(new CorralError('UNAVAILABLE', `${this.where} closed the connection before taking channel ${this.path} (an older agent? restart it); retry`), false);
     this.handlers.onEnd(new CorralError('UNAVAILABLE', `${this.where} closed channel ${this.path}; retry`), true);
   }
 
@@ -97,8 +119,8 @@ export class RawChannel extends ChannelBase {
   private connected = false;
   private closedHere = false;
 
-  constructor(socketPath: string, where: string, path: string, handlers: ChannelHandlers, opts: { connectTimeoutMs: number; maxLineBytes: number }) {
-    super(where, path, handlers, opts.maxLineBytes);
+  constructor(socketPath: string, where: string, path: string, handlers: ChannelHandlers, opts: { connectTimeoutMs: number; maxLineBytes: number; readyWithinMs: number }) {
+    super(where, path, handlers, opts);
     const endpoint = { kind: 'unix', path: socketPath } as const;
     const socket = connectNet(socketPath);
     this.socket = socket;
@@ -157,9 +179,9 @@ export class H2Channel extends ChannelBase {
     where: string,
     path: string,
     handlers: ChannelHandlers,
-    opts: { maxLineBytes: number },
+    opts: { maxLineBytes: number; readyWithinMs: number },
   ) {
-    super(where, path, handlers, opts.maxLineBytes);
+    super(where, path, handlers, opts);
     source.session().then(
       (session) => this.open(session),
       (err: unknown) => {
@@ -184,7 +206,10 @@ export class H2Channel extends ChannelBase {
     let status = 0;
     let body = '';
     req.setEncoding('utf8');
-    req.on('response', (headers) => (status = Number(headers[':status'])));
+    req.on('response', (headers) => {
+      status = Number(headers[':status']);
+      if (status >= 200 && status <= 299) this.markReady();
+    });
     req.on('data', (text: string) => {
       if (status >= 200 && status <= 299) this.receive(text);
       else body += text.slice(0, 65_536);

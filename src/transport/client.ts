@@ -144,7 +144,7 @@ export class RpcClient {
    * connection of its own, otherwise a stream on this client's HTTP/2 session.
    */
   channel(path: string, handlers: ChannelHandlers): RpcChannel {
-    const opts = { connectTimeoutMs: this.connectTimeoutMs, maxLineBytes: this.maxResponseBytes };
+    const opts = { connectTimeoutMs: this.connectTimeoutMs, maxLineBytes: this.maxResponseBytes, readyWithinMs: Math.max(this.connectTimeoutMs, this.requestTimeoutMs) };
     if (this.closed) {
       queueMicrotask(() => handlers.onEnd(new CorralError('UNAVAILABLE', `the client for ${this.where} is closed`), false));
       return { send: () => undefined, setActive: () => undefined, close: () => undefined };

@@ -5,6 +5,8 @@ import { CorralError } from '../api/errors.js';
 
 /** The first line of a raw channel connection on a UNIX socket, before its path (channel.ts). */
 export const RAW_CHANNEL_MAGIC = 'CORRAL-CHANNEL/1 ';
+/** The server's first line on a raw channel it serves (else an error line, and the end). */
+export const RAW_CHANNEL_READY = 'CORRAL-CHANNEL/1 OK';
 
 /** Splits text that arrives in chunks into its complete lines; blank lines are dropped. */
 export class LineSplitter {

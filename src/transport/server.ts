@@ -21,7 +21,7 @@ import { CorralError } from '../api/errors.js';
 import { nullLogger, type Logger } from '../util/log.js';
 import { ChannelExchange } from './channel.js';
 import { Exchange, type ExchangeHost } from './exchange.js';
-import { RAW_CHANNEL_MAGIC } from './ndjson.js';
+import { RAW_CHANNEL_MAGIC, RAW_CHANNEL_READY } from './ndjson.js';
 import { peerIdentity } from './pki.js';
 import { isRouteMiss, RouteTable, type ChannelHandler, type RouteOptions, type RpcHandler, type RpcMethod } from './routes.js';
 import type { PeerIdentity, TlsCredentials } from './types.js';
@@ -286,6 +286,7 @@ export class RpcServer {
       listener.channels.delete(socket);
       this.onSessionsChange?.(this.sessionCount);
     });
+    socket.write(`${RAW_CHANNEL_READY}\n`);
     const channel = new ChannelExchange(socket, route.handler, path, LOCAL, this.host, (last) => {
       const close = (): void => void socket.destroy();
       if (last === undefined) socket.end(close);
