@@ -309,7 +309,7 @@ async function startPrivateAgent(dir: string): Promise<{ socket: string; stop():
 }
 
 /** A one-node corral cluster whose store is etcd at `endpoint`; its agent's UNIX socket. */
-async function startEtcdCluster(dir: string, endpoint: string): Promise<{ socket: string; stop(): Promise<void> }> {
+function startEtcdCluster(dir: string, endpoint: string): { socket: string; stop(): Promise<void> } {
   const clusterDir = path.join(dir, 'etcd-cluster');
   const up = spawnSync(process.execPath, [CORRAL, 'local', 'up', '-n', '1', '--dir', clusterDir, '--store', `etcd://${endpoint.replace(/^https?:\/\//, '')}`], { encoding: 'utf8' });
   if (up.status !== 0) throw new Error(`corral local up on etcd failed (${up.status}): ${up.stderr}`);
@@ -366,7 +366,7 @@ try {
   cleanups.push(() => redis.stop());
   const agent = await startPrivateAgent(dir);
   cleanups.push(() => agent.stop());
-  const etcdAgent = await startEtcdCluster(dir, endpoint);
+  const etcdAgent = startEtcdCluster(dir, endpoint);
   cleanups.push(() => etcdAgent.stop());
   const pb = v3lockRpcs();
 
