@@ -1,5 +1,6 @@
-// Durability of the embedded store: nothing is revealed before its fdatasync, concurrent writes
-// share fsyncs (group commit), and snapshots rotate the journal without losing anything.
+// Durability of the embedded store: nothing is revealed before its durable write (the journal's
+// segments are open with O_DSYNC) completes, concurrent writes share them (group commit), and
+// snapshots rotate the journal without losing anything.
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -10,17 +11,22 @@ import { withStore, withTempDir } from './fixtures.js';
 import { listSegments, segmentName } from './journal.js';
 import { listSnapshots } from './snapshot.js';
 
-/** Holds back the completion of every fdatasync until release() (the journal calls fs.fdatasync). */
-function holdFdatasync(): { held: () => number; release: () => void } {
-  const original = fs.fdatasync;
+type WriteCallback = (err: NodeJS.ErrnoException | null, written: number, buffer: Buffer) => void;
+
+/**
+ * Holds back the completion of every journal write until release() (the journal calls fs.write
+ * on a descriptor open with O_DSYNC: its completion is the record's durability).
+ */
+function holdJournalWrites(): { held: () => number; release: () => void } {
+  const original = fs.write;
   const waiting: (() => void)[] = [];
-  fs.fdatasync = ((fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => {
-    original(fd, (err) => waiting.push(() => cb(err)));
-  }) as typeof fs.fdatasync;
+  fs.write = ((fd: number, buf: Buffer, off: number, len: number, pos: number, cb: WriteCallback) => {
+    original(fd, buf, off, len, pos, (err, written, buffer) => waiting.push(() => cb(err, written, buffer)));
+  }) as unknown as typeof fs.write;
   return {
     held: () => waiting.length,
     release: () => {
-      fs.fdatasync = original;
+      fs.write = original;
       for (const complete of waiting.splice(0)) complete();
     },
   };
@@ -37,23 +43,23 @@ function settledFlag<T>(promise: Promise<T>): { promise: Promise<T>; done: () =>
 const tick = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('embedded store durability', () => {
-  it('releases a write, a read that sees it and its watch event only after its fdatasync completes', () =>
+  it('releases a write, a read that sees it and its watch event only after its durable write completes', () =>
     withTempDir(async (dataDir) => {
       await withStore({ dataDir }, async (store) => {
         await store.put('warm-up', 'x');
         const watch = store.watch('k');
         const event = settledFlag(watch[Symbol.asyncIterator]().next());
-        const gate = holdFdatasync();
+        const gate = holdJournalWrites();
         try {
           const put = settledFlag(store.put('k', 'v'));
           await tick(30);
-          assert.equal(gate.held(), 1, 'the record was written and its fdatasync issued');
+          assert.equal(gate.held(), 1, 'the record was written, its durable write not yet reported');
           const segment = (await listSegments(dataDir)).at(-1);
           assert.ok((await readFile(segment?.path ?? '')).includes('"p":"k"'), 'the record is in the file');
           const get = settledFlag(store.get('k'));
           const revision = settledFlag(store.revision());
           await tick(30);
-          assert.equal(put.done(), false, 'the put waits for its fdatasync');
+          assert.equal(put.done(), false, 'the put waits for its durable write');
           assert.equal(get.done(), false, 'a read that would reveal the write waits too');
           assert.equal(revision.done(), false, 'so does revision()');
           assert.equal(event.done(), false, 'and the watch event');
@@ -82,7 +88,7 @@ describe('embedded store durability', () => {
         assert.ok(after.fsyncs - before.fsyncs <= 5, `200 concurrent puts took ${after.fsyncs - before.fsyncs} fsyncs`);
         assert.ok(after.largestBatch >= 40, `largest batch was ${after.largestBatch} records`);
         for (let i = 0; i < 20; i++) await store.put(`s/${i}`, 'x');
-        assert.equal(store.stats().fsyncs - after.fsyncs, 20, 'an awaited put is one fsync: the counter counts real syncs');
+        assert.equal(store.stats().fsyncs - after.fsyncs, 20, 'an awaited put is one durable write: the counter counts real syncs');
       });
     }));
 
@@ -90,7 +96,7 @@ describe('embedded store durability', () => {
     withTempDir(async (dataDir) => {
       await withStore({ dataDir }, async (store) => {
         const before = store.stats().fsyncs;
-        const gate = holdFdatasync();
+        const gate = holdJournalWrites();
         let first: Promise<unknown>;
         let rest: Promise<unknown>;
         try {
