@@ -8,7 +8,7 @@
 //   - Redis `SET key val NX PX ttl` with a checked release (compare-and-delete in Lua), through a
 //     minimal RESP client;
 //
-// and the CLI's fixed cost: `corral lock -- true` against `node -e ''` (median of N runs), with
+// and the CLI's fixed cost: `corral lock -- true` against `node -e ''` (medians of N alternating runs), with
 // NODE_EXTRA_CA_CERTS as the environment has it and without it. Prints a table and writes
 // bench/results/locks.json. etcd and redis-server are started here on loopback (random ports).
 //
@@ -334,18 +334,30 @@ function stopChild(child: ChildProcess): Promise<void> {
   });
 }
 
-/** Median wall time of `runs` runs of a command (hyperfine-like: one warm-up run first). */
-function medianMs(command: string, args: string[], env: NodeJS.ProcessEnv, runs: number): number {
-  spawnSync(command, args, { env, stdio: 'ignore' });
-  const times: number[] = [];
+/** Wall time of one run of a command, which must exit 0. */
+function timeRun(command: string, args: string[], env: NodeJS.ProcessEnv): number {
+  const t = performance.now();
+  const r = spawnSync(command, args, { env, stdio: 'ignore' });
+  const ms = performance.now() - t;
+  if (r.status !== 0) throw new Error(`${command} ${args.join(' ')} exited ${r.status}`);
+  return ms;
+}
+
+/**
+ * Median wall times of `runs` runs of two commands, alternating (one warm-up run of each first),
+ * so that a machine whose load changes during the measure weighs on both alike.
+ */
+function pairedMediansMs(a: [string, string[]], b: [string, string[]], env: NodeJS.ProcessEnv, runs: number): [number, number] {
+  timeRun(...a, env);
+  timeRun(...b, env);
+  const ta: number[] = [];
+  const tb: number[] = [];
   for (let i = 0; i < runs; i++) {
-    const t = performance.now();
-    const r = spawnSync(command, args, { env, stdio: 'ignore' });
-    times.push(performance.now() - t);
-    if (r.status !== 0) throw new Error(`${command} ${args.join(' ')} exited ${r.status}`);
+    ta.push(timeRun(...a, env));
+    tb.push(timeRun(...b, env));
   }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)] as number;
+  const median = (t: number[]): number => [...t].sort((x, y) => x - y)[Math.floor(t.length / 2)] as number;
+  return [median(ta), median(tb)];
 }
 
 // --- the run ----------------------------------------------------------------------------------
@@ -429,10 +441,9 @@ try {
     : [];
   for (const [label, env] of cliRuns) {
     if (label in cli) continue;
-    const nodeMs = medianMs(process.execPath, ['-e', ''], env, CLI_RUNS);
-    const lockMs = medianMs(process.execPath, [CORRAL, 'lock', '-s', agent.socket, '--', 'true'], env, CLI_RUNS);
+    const [nodeMs, lockMs] = pairedMediansMs([process.execPath, ['-e', '']], [process.execPath, [CORRAL, 'lock', '-s', agent.socket, '--', 'true']], env, CLI_RUNS);
     cli[label] = { nodeMs, lockMs, ratio: lockMs / nodeMs };
-    rows.push({ metric: `corral lock -- true, ${label}`, value: lockMs, unit: 'ms', note: `node -e '' ${nodeMs.toFixed(1)} ms (median of ${CLI_RUNS})` });
+    rows.push({ metric: `corral lock -- true, ${label}`, value: lockMs, unit: 'ms', note: `node -e '' ${nodeMs.toFixed(1)} ms (medians of ${CLI_RUNS} alternating runs)` });
     rows.push({ metric: `corral lock -- true / node -e '', ${label}`, value: lockMs / nodeMs, unit: '×', target: '≤ 2', ok: lockMs / nodeMs <= 2 });
   }
   printTable(`locks: acquire + release cycles (${SECONDS} s per run; each client on its own resource)`, rows);
