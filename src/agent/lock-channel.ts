@@ -3,6 +3,7 @@
 // lock service's own API. One line per command and per event instead of an HTTP/2 exchange each:
 // the agent's cost per acquire + release cycle is then mostly the store's.
 
+import { setMaxListeners } from 'node:events';
 import { CorralError } from '../api/errors.js';
 import type { LockChannelEvent, LockCommand, LockEvent } from '../api/lock-wire.js';
 import type { ChannelRequest } from '../transport/server.js';
@@ -13,8 +14,8 @@ export const MAX_CHANNEL_REQUESTS = 1024;
 
 interface OpenRequest {
   ref: number;
-  /** Aborted = the client is gone for this request (a cancel, or the channel closing). */
-  client: AbortController;
+  /** The lock service's stream of the request; return() on it = its client is gone (a cancel). */
+  ticket: AsyncIterator<LockEvent>;
   /** The lock service's ticket id, once the first event told it. */
   id: string | undefined;
 }
@@ -39,6 +40,8 @@ class LockChannel implements AsyncIterableIterator<LockChannelEvent> {
     private readonly locks: LockService,
     private readonly req: ChannelRequest,
   ) {
+    // Every request of the channel listens to its signal (the client gone, the server closing).
+    setMaxListeners(0, req.signal);
     if (req.signal.aborted) this.close();
     else req.signal.addEventListener('abort', () => this.close(), { once: true });
   }
@@ -72,7 +75,7 @@ class LockChannel implements AsyncIterableIterator<LockChannelEvent> {
       case 'attach':
         return this.attach(ref, seq, m.pgid);
       case 'cancel':
-        this.requests.get(ref)?.client.abort(new CorralError('UNAVAILABLE', 'the client cancelled the request'));
+        this.cancel(this.requests.get(ref));
         return;
       default:
         throw new CorralError('BAD_REQUEST', `unknown lock channel op ${JSON.stringify(m.op)?.slice(0, 40)}: acquire, release, confirm, attach or cancel`);
@@ -84,21 +87,33 @@ class LockChannel implements AsyncIterableIterator<LockChannelEvent> {
     if (this.requests.size >= MAX_CHANNEL_REQUESTS) {
       return this.failed(ref, 'acquire', undefined, new CorralError('BAD_REQUEST', `this connection already has ${MAX_CHANNEL_REQUESTS} open lock requests; use another connection`));
     }
-    const request: OpenRequest = { ref, client: new AbortController(), id: undefined };
-    let ticket: AsyncIterable<LockEvent>;
+    let ticket: AsyncIterator<LockEvent>;
     try {
-      ticket = this.locks.acquire(body, this.req.peer, request.client.signal);
+      // The channel's signal, shared: one AbortController per request would cost more than the
+      // rest of the channel's work on it.
+      ticket = this.locks.acquire(body, this.req.peer, this.req.signal)[Symbol.asyncIterator]();
     } catch (err) {
       return this.failed(ref, 'acquire', undefined, err);
     }
+    const request: OpenRequest = { ref, ticket, id: undefined };
     this.requests.set(ref, request);
-    void this.follow(request, ticket);
+    void this.follow(request);
+  }
+
+  /** As the request's client going away: it leaves the line, or its lock is released (rolled back). */
+  private cancel(request: OpenRequest | undefined): void {
+    if (request === undefined) return;
+    if (this.requests.get(request.ref) === request) this.requests.delete(request.ref);
+    request.ticket.return?.().catch(() => undefined);
   }
 
   /** Forwards a request's events until its ticket ends. */
-  private async follow(request: OpenRequest, ticket: AsyncIterable<LockEvent>): Promise<void> {
+  private async follow(request: OpenRequest): Promise<void> {
     try {
-      for await (const event of ticket) {
+      for (;;) {
+        const step = await request.ticket.next();
+        if (step.done) break;
+        const event = step.value;
         if (event.event === 'queued' || event.event === 'granted') request.id = event.id;
         // The release command answers for itself (below), once, with its seq.
         if (event.event !== 'released') this.push({ ...event, ref: request.ref });
@@ -118,7 +133,7 @@ class LockChannel implements AsyncIterableIterator<LockChannelEvent> {
       (err: unknown) => {
         this.failed(ref, 'release', seq, err);
         // As a client closing its stream after a failed release: the agent releases it (rolled back).
-        request.client.abort(new CorralError('UNAVAILABLE', 'the client gave up the lock after a failed release'));
+        this.cancel(request);
       },
     );
   }
@@ -177,8 +192,7 @@ class LockChannel implements AsyncIterableIterator<LockChannelEvent> {
     if (this.closed) return;
     this.closed = true;
     this.failure = failure === undefined ? undefined : failure instanceof Error ? failure : CorralError.from(failure);
-    for (const request of this.requests.values()) request.client.abort(new CorralError('UNAVAILABLE', 'the client went away'));
-    this.requests.clear();
+    for (const request of [...this.requests.values()]) this.cancel(request);
     const wake = this.wake;
     this.wake = undefined;
     wake?.();
