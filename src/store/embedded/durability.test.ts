@@ -42,10 +42,19 @@ function settledFlag<T>(promise: Promise<T>): { promise: Promise<T>; done: () =>
 
 const tick = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
+async function until(done: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const end = performance.now() + ms;
+  while (!done()) {
+    if (performance.now() > end) throw new Error(`${what} did not happen within ${ms} ms`);
+    await tick(5);
+  }
+}
+
 describe('embedded store durability', () => {
   it('releases a write, a read that sees it and its watch event only after its durable write completes', () =>
     withTempDir(async (dataDir) => {
-      await withStore({ dataDir }, async (store) => {
+      // Every write through the thread pool (fs.write), where the gate can hold it.
+      await withStore({ dataDir, syncLoneWrites: false }, async (store) => {
         await store.put('warm-up', 'x');
         const watch = store.watch('k');
         const event = settledFlag(watch[Symbol.asyncIterator]().next());
@@ -94,7 +103,7 @@ describe('embedded store durability', () => {
 
   it('group commit: writes that arrive during a flush all share the next fsync', () =>
     withTempDir(async (dataDir) => {
-      await withStore({ dataDir }, async (store) => {
+      await withStore({ dataDir, syncLoneWrites: false }, async (store) => {
         const before = store.stats().fsyncs;
         const gate = holdJournalWrites();
         let first: Promise<unknown>;
@@ -115,12 +124,56 @@ describe('embedded store durability', () => {
       });
     }));
 
+  it('a lone writer is written synchronously after a few writes without company; company brings back group commit', () =>
+    withTempDir(async (dataDir) => {
+      // A disk slow enough to pause synchronous writes is another test's subject (below).
+      await withStore({ dataDir, slowSyncMs: 10_000 }, async (store) => {
+        const syncWritesOf = (): number => store.stats().syncWrites;
+        for (let i = 0; i < 40; i++) await store.put(`lone/${i}`, 'x');
+        const lone = syncWritesOf();
+        // Three writes to notice it is alone, then one write in 17 goes through the pool to look for company.
+        assert.ok(lone >= 30 && lone <= 37, `${lone} of 40 lone writes were synchronous`);
+        const before = store.stats();
+        await Promise.all(Array.from({ length: 200 }, (_, i) => store.put(`crowd/${i}`, 'x')));
+        const after = store.stats();
+        assert.ok(after.fsyncs - before.fsyncs <= 5, `200 concurrent puts took ${after.fsyncs - before.fsyncs} writes`);
+        assert.ok(after.syncWrites - before.syncWrites <= 1, 'a crowd is written through the pool');
+        // Every synchronous write was durable like the others: all of it is there after a restart.
+        return undefined;
+      });
+      await withStore({ dataDir }, async (again) => {
+        assert.equal((await again.range('lone/')).kvs.length, 40);
+        assert.equal((await again.range('crowd/')).kvs.length, 200);
+      });
+    }));
+
+  it('a slow synchronous write pauses synchronous writes (the event loop is not held by a slow disk)', () =>
+    withTempDir(async (dataDir) => {
+      // Every write counts as slow here.
+      await withStore({ dataDir, slowSyncMs: 0 }, async (store) => {
+        for (let i = 0; i < 40; i++) await store.put(`k/${i}`, 'x');
+        assert.equal(store.stats().syncWrites, 1, 'one synchronous write, then none for the pause');
+      });
+    }));
+
+  it('without syncLoneWrites every write goes through the thread pool', () =>
+    withTempDir(async (dataDir) => {
+      await withStore({ dataDir, syncLoneWrites: false }, async (store) => {
+        for (let i = 0; i < 20; i++) await store.put(`k/${i}`, 'x');
+        assert.equal(store.stats().syncWrites, 0);
+      });
+    }));
+
   it('snapshots rotate the journal and remove what they cover; recovery reads snapshot + later records', () =>
     withTempDir(async (dataDir) => {
       const expected = await withStore({ dataDir, snapshotEveryRecords: 10 }, async (store) => {
         const lease = await store.grantLease(60); // record 1
         for (let i = 0; i < 34; i++) {
           await store.put(`k${i % 12}`, `v${i}`, i % 5 === 0 ? { lease: lease.id } : undefined); // records 2–35
+          // A snapshot is written in the background; one still running when the next is due
+          // postpones that one. Let each finish, so that they fall at records 10, 20 and 30.
+          const record = i + 2;
+          if (record % 10 === 0) await until(() => store.stats().snapshots === record / 10, `snapshot ${record / 10}`);
         }
         return { kvs: (await store.range('')).kvs, lease: lease.id, keys: (await store.leaseStatus(lease.id)).keys };
       });
