@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { CorralError, isCorralError } from '../api/errors.js';
 import { RpcClient, type RpcChannel } from './client.js';
 import { makeCluster, probe, tempDir } from './fixtures.js';
-import { RAW_CHANNEL_MAGIC, RAW_CHANNEL_READY } from './ndjson.js';
+import { LineSplitter, RAW_CHANNEL_MAGIC, RAW_CHANNEL_READY } from './ndjson.js';
 import { RpcServer } from './server.js';
 import type { ChannelRequest } from './routes.js';
 
@@ -43,6 +43,23 @@ function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([promise, new Promise<never>((_r, reject) => (timer = setTimeout(() => reject(new Error(`${what} within ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
 }
+
+describe('NDJSON lines from chunks of bytes', () => {
+  it('cuts at newlines whatever the chunks, multi-byte characters included, and drops blank lines', () => {
+    const text = '{"a":"€uro"}\n\n{"b":"日本"}\n{"c":1}';
+    const bytes = Buffer.from(text);
+    for (let cut = 1; cut < bytes.length; cut++) {
+      const lines = new LineSplitter(100);
+      const got = [...lines.push(bytes.subarray(0, cut)), ...lines.push(bytes.subarray(cut)), ...lines.push(Buffer.from('\n'))];
+      assert.deepEqual(got, ['{"a":"€uro"}', '{"b":"日本"}', '{"c":1}'], `cut at byte ${cut}`);
+    }
+  });
+
+  it('refuses a line longer than its limit, complete or not', () => {
+    assert.throws(() => new LineSplitter(8).push(Buffer.from('0123456789\n')), (err) => isCorralError(err, 'TOO_LARGE'));
+    assert.throws(() => new LineSplitter(8).push(Buffer.from('0123456789')), (err) => isCorralError(err, 'TOO_LARGE'));
+  });
+});
 
 describe('channels', { timeout: 60_000 }, () => {
   const dir = tempDir();

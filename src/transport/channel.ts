@@ -127,8 +127,7 @@ export class ChannelExchange {
       if (!this.finished) this.abort(new CorralError('UNAVAILABLE', 'the client went away'));
     });
     const lines = new LineSplitter(host.maxBodyBytes);
-    io.setEncoding('utf8');
-    io.on('data', (text: string) => this.receive(lines, text));
+    io.on('data', (chunk: Buffer) => this.receive(lines, chunk));
     io.once('end', () => this.inbox.end());
 
     let failure: unknown;
@@ -150,10 +149,10 @@ export class ChannelExchange {
     this.finish(failure === undefined ? undefined : JSON.stringify({ error: this.toWire(failure) }) + '\n');
   }
 
-  private receive(lines: LineSplitter, text: string): void {
+  private receive(lines: LineSplitter, chunk: Buffer): void {
     let parsed: string[];
     try {
-      parsed = lines.push(text);
+      parsed = lines.push(chunk);
     } catch (err) {
       return this.refuse(err as CorralError);
     }

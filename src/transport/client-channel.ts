@@ -65,11 +65,11 @@ abstract class ChannelBase implements RpcChannel {
   abstract setActive(active: boolean): void;
   abstract close(): void;
 
-  protected receive(text: string): void {
+  protected receive(chunk: Buffer): void {
     if (this.over || this.reason) return;
     let lines: string[];
     try {
-      lines = this.lines.push(text);
+      lines = this.lines.push(chunk);
     } catch (err) {
       return this.fail(err as CorralError);
     }
@@ -129,8 +129,7 @@ export class RawChannel extends ChannelBase {
       this.connected = true;
       clearTimeout(timer);
     });
-    socket.setEncoding('utf8');
-    socket.on('data', (text: string) => this.receive(text));
+    socket.on('data', (chunk: Buffer) => this.receive(chunk));
     socket.on('error', (err) => {
       this.reason ??= this.connected ? new CorralError('UNAVAILABLE', `lost the connection to ${where} on channel ${path}; retry`, { cause: err }) : connectError(err, endpoint);
     });
@@ -204,18 +203,17 @@ export class H2Channel extends ChannelBase {
     this.session = session;
     this.setRetained(this.active);
     let status = 0;
-    let body = '';
-    req.setEncoding('utf8');
+    const body: Buffer[] = [];
     req.on('response', (headers) => {
       status = Number(headers[':status']);
       if (status >= 200 && status <= 299) this.markReady();
     });
-    req.on('data', (text: string) => {
-      if (status >= 200 && status <= 299) this.receive(text);
-      else body += text.slice(0, 65_536);
+    req.on('data', (chunk: Buffer) => {
+      if (status >= 200 && status <= 299) this.receive(chunk);
+      else if (body.length < 64) body.push(chunk);
     });
     req.on('end', () => {
-      if (status !== 0 && (status < 200 || status > 299)) this.reason ??= errorOfBody(body, status);
+      if (status !== 0 && (status < 200 || status > 299)) this.reason ??= errorOfBody(Buffer.concat(body).toString('utf8'), status);
     });
     req.on('error', (err) => {
       this.reason ??= new CorralError('UNAVAILABLE', `lost the connection to ${this.where} on channel ${this.path}; retry`, { cause: err });

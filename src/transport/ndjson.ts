@@ -8,34 +8,39 @@ export const RAW_CHANNEL_MAGIC = 'CORRAL-CHANNEL/1 ';
 /** The server's first line on a raw channel it serves (else an error line, and the end). */
 export const RAW_CHANNEL_READY = 'CORRAL-CHANNEL/1 OK';
 
-/** Splits text that arrives in chunks into its complete lines; blank lines are dropped. */
+const NEWLINE = 0x0a;
+
+/**
+ * Splits bytes that arrive in chunks into their complete lines, decoded as UTF-8; blank lines are
+ * dropped. Working on bytes (no string decoder): a newline byte never occurs inside a multi-byte
+ * UTF-8 character, so every cut is at a character boundary.
+ */
 export class LineSplitter {
-  private pending = '';
+  private pending: Buffer | undefined;
 
-  /** `maxChars`: a longer line (or unterminated rest) throws TOO_LARGE. */
-  constructor(private readonly maxChars: number) {}
+  /** `maxBytes`: a longer line (or unterminated rest) throws TOO_LARGE. */
+  constructor(private readonly maxBytes: number) {}
 
-  push(chunk: string): string[] {
-    const text = this.pending === '' ? chunk : this.pending + chunk;
+  push(chunk: Buffer): string[] {
+    const bytes = this.pending === undefined ? chunk : Buffer.concat([this.pending, chunk]);
+    this.pending = undefined;
     const lines: string[] = [];
     let start = 0;
-    for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', start)) {
-      if (nl - start > this.maxChars) throw this.tooLong();
-      if (nl > start) lines.push(text.slice(start, nl));
+    for (let nl = bytes.indexOf(NEWLINE); nl >= 0; nl = bytes.indexOf(NEWLINE, start)) {
+      if (nl - start > this.maxBytes) throw this.tooLong();
+      if (nl > start) lines.push(bytes.toString('utf8', start, nl));
       start = nl + 1;
     }
-    this.pending = start === 0 ? text : text.slice(start);
-    if (this.pending.length > this.maxChars) throw this.tooLong();
+    if (start < bytes.length) {
+      if (bytes.length - start > this.maxBytes) throw this.tooLong();
+      // A copy: the chunk's memory may be reused by the stream.
+      this.pending = Buffer.from(bytes.subarray(start));
+    }
     return lines;
   }
 
-  /** What follows the last newline (a last line without one). */
-  get rest(): string {
-    return this.pending;
-  }
-
   private tooLong(): CorralError {
-    return new CorralError('TOO_LARGE', `a message line exceeds ${this.maxChars} characters`);
+    return new CorralError('TOO_LARGE', `a message line exceeds ${this.maxBytes} bytes`);
   }
 }
 
