@@ -10,6 +10,7 @@ import { loadNodeCredentials, type PemCredentials } from '../config/pki-files.js
 import { Membership } from './membership-keeper.js';
 import { addAgentRoutes } from './routes.js';
 import { addGroupRoutes } from './group-routes.js';
+import { addFanoutRoutes } from './fanout-routes.js';
 import { GroupService } from './group-service.js';
 import { addLockRoutes } from './lock-routes.js';
 import { LOCK_SESSION_MIN_TTL_SECONDS, LockService } from './lock-service.js';
@@ -142,6 +143,7 @@ export class Agent {
       logger: logger.child({ component: 'locks' }),
       onActivity: () => this.activityChanged(),
     });
+    await this.recoverLocks(lockTtlSeconds);
     const lifespan = this.opts.private?.lifespanMs;
     if (lifespan !== undefined) this.idleExit = new IdleExit(this.clock, lifespan, (ms) => void this.stop(`idle for ${ms} ms`));
     addLockRoutes(this.server, this.locks, this.idleExit && {
@@ -161,6 +163,7 @@ export class Agent {
         logger: logger.child({ component: 'groups' }),
       });
       addGroupRoutes(this.server, this.groups, this.name);
+      addFanoutRoutes(this.server, this);
     }
     await this.server.listenUnix(this.self.socket, { mode: this.opts.private?.socketMode ?? 0o600 });
     if (!this.opts.private) {
@@ -178,6 +181,43 @@ export class Agent {
       { socket: this.self.socket, address: formatHostPort({ host: this.self.address.host, port: this.tlsPort }), cluster: config.cluster },
       'agent started',
     );
+  }
+
+  /**
+   * Before serving: the locks its previous incarnation kept for commands that still run (their
+   * clients gone) are taken back (LockService.recover()). A store that does not answer now is
+   * tried again in the background until the lock TTL has passed: by then those keys have expired.
+   */
+  private async recoverLocks(ttlSeconds: number): Promise<void> {
+    const locks = this.locks;
+    if (!locks) return;
+    const { logger } = this.opts;
+    const until = this.clock.now() + ttlSeconds * 1000;
+    const attempt = async (): Promise<boolean> => {
+      try {
+        const n = await locks.recover();
+        if (n > 0) logger.warn({ locks: n }, 'took back locks kept for commands that still run');
+        return true;
+      } catch (err) {
+        logger.warn({ err: (err as Error).message }, 'could not look for locks kept for commands that still run; trying again');
+        return false;
+      }
+    };
+    // The first try waits at most a second: an agent must start and answer while its store is down
+    // (the old incarnation's keys keep their lease until the TTL, so nobody else is granted them
+    // meanwhile); the tries go on in the background until the TTL has passed.
+    const first = attempt();
+    let timer: NodeJS.Timeout | undefined;
+    const settled = await Promise.race([first, new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), 1000)))]);
+    clearTimeout(timer);
+    if (settled === true) return;
+    void (async () => {
+      if (settled === undefined && (await first)) return;
+      while ((this.stateValue === 'starting' || this.stateValue === 'running') && this.clock.now() < until) {
+        await this.clock.sleep(500);
+        if (await attempt()) return;
+      }
+    })();
   }
 
   /**

@@ -1,5 +1,5 @@
 // The lock channel (src/api/lock-wire.ts): every lock request of one client over one channel,
-// each command doing what its endpoint does (acquire stream, release, confirm, attach), through the
+// each command doing what its endpoint does (acquire stream, release, confirm), through the
 // lock service's own API. One line per command and per event instead of an HTTP/2 exchange each:
 // the agent's cost per acquire + release cycle is then mostly the store's.
 
@@ -72,13 +72,11 @@ class LockChannel implements AsyncIterableIterator<LockChannelEvent> {
         return this.release(ref, seq, m.rollback === true);
       case 'confirm':
         return this.confirm(ref, seq);
-      case 'attach':
-        return this.attach(ref, seq, m.pgid);
       case 'cancel':
         this.cancel(this.requests.get(ref));
         return;
       default:
-        throw new CorralError('BAD_REQUEST', `unknown lock channel op ${JSON.stringify(m.op)?.slice(0, 40)}: acquire, release, confirm, attach or cancel`);
+        throw new CorralError('BAD_REQUEST', `unknown lock channel op ${JSON.stringify(m.op)?.slice(0, 40)}: acquire, release, confirm or cancel`);
     }
   }
 
@@ -146,17 +144,6 @@ class LockChannel implements AsyncIterableIterator<LockChannelEvent> {
       this.push({ ref, event: 'confirmed', seq: seq ?? 0, validForMs });
     } catch (err) {
       this.failed(ref, 'confirm', seq, err);
-    }
-  }
-
-  private attach(ref: number, seq: number | undefined, pgid: unknown): void {
-    const request = this.requests.get(ref);
-    try {
-      if (request?.id === undefined) throw this.unknown(ref, request);
-      this.locks.attach(request.id, pgid, this.req.peer);
-      this.push({ ref, event: 'attached', seq: seq ?? 0 });
-    } catch (err) {
-      this.failed(ref, 'attach', seq, err);
     }
   }
 

@@ -36,10 +36,6 @@ export function addLockRoutes(server: RpcServer, locks: LockService, controls?: 
     return locks.release(b.id, b.rollback, req.peer);
   }, allow);
   server.route('POST', LOCK_PATHS.confirm, (req) => Promise.resolve(locks.confirm(bodyOf(req.body).id, req.peer)), allow);
-  server.route('POST', LOCK_PATHS.attach, (req) => {
-    const b = bodyOf(req.body);
-    return Promise.resolve(locks.attach(b.id, b.pgid, req.peer));
-  }, allow);
   server.route('GET', LOCK_PATHS.list, () => locks.list(), allow);
 
   const notPrivate = (): Promise<never> =>

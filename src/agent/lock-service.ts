@@ -15,6 +15,16 @@
 //      │                  │ └──client gone, its command still runs──► orphaned ──group ends──► done
 //      └──error, timeout, client gone──► done          └──session lost──► done ("lost" sent)
 //
+// A client that dies with its lock held: who keeps the lock until its command has stopped.
+// - attached (a local client whose request names CMD's process group, verified: checkAttach in
+//   util/process-group.ts): the lock is kept while that group runs. The group is recorded with the
+//   lock in the store, so an agent that crashes and restarts takes the lock back (recover()) and
+//   keeps it on while the group still runs;
+// - guarded (a client that cannot attach: remote, or another user's on a shared socket): the lock
+//   is kept `stopWithinMs` more, the time the client's gate (CMD's parent, cli/lock-gate.ts) has to
+//   stop CMD once the client is gone; then released;
+// - neither (a library client): released at once, as flom does.
+//
 // While waiting, a lost session or an unavailable store is retried on a new session until the
 // request's deadline (the request loses its place in line, never a lock). A held lock is never
 // moved to another session: its loss is final, and the client stops its command.
@@ -29,13 +39,13 @@ import type {
   LockGrantedEvent,
   LockListingWire,
 } from '../api/lock-wire.js';
-import { acquire, listLocks, parseLockMode, type LockEntryInfo, type LockGrant, type LockOwner, type LockRequest } from '../coord/lock/index.js';
+import { acquire, grantOf, groupLocksOf, listLocks, parseLockMode, type LockEntryInfo, type LockGrant, type LockOwner, type LockRequest, type WaiterEntry } from '../coord/lock/index.js';
 import { Session } from '../coord/session.js';
 import type { Store } from '../store/store.js';
 import type { PeerIdentity } from '../transport/types.js';
 import type { Clock, Timer } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
-import { processGroupAlive, signalProcessGroup } from '../util/process-group.js';
+import { bootId, checkAttach, sameGroupRuns, signalSameGroup, type ProcessGroupIdentity } from '../util/process-group.js';
 
 export interface LockServiceOptions {
   store: Store;
@@ -52,6 +62,16 @@ export interface LockServiceOptions {
 
 type TicketState = 'waiting' | 'held' | 'orphaned' | 'done';
 
+/** What keeps a lock once its client is gone (the header). */
+interface Keeping {
+  /** Attached: the verified process group. */
+  group?: ProcessGroupIdentity;
+  /** Kept stopWithinMs more, for the client's gate to stop the command. */
+  guard: boolean;
+  /** Why an attach asked for was not made (the guard applies). */
+  refused?: string;
+}
+
 /**
  * The lock session's TTL is at least this (the membership session's when longer): it bounds how
  * long a dead agent's locks block others, and it must leave a holder that loses its lock a real
@@ -63,6 +83,11 @@ export const LOCK_SESSION_MIN_TTL_SECONDS = 5;
 const ORPHAN_POLL_MS = 100;
 /** Bound on a release or cleanup retry's backoff. */
 const RETRY_MAX_MS = 2000;
+/**
+ * How long close() waits for acquires in flight to settle before deciding the session's fate. One
+ * that has not settled by then (a hung store) is never handed out: held() refuses once closing.
+ */
+const CLOSE_SETTLE_MS = 5000;
 
 const sameIdentity = (a: PeerIdentity, b: PeerIdentity): boolean =>
   a.kind === b.kind && (a.kind !== 'tls' || (b.kind === 'tls' && a.commonName === b.commonName && a.role === b.role));
@@ -71,6 +96,9 @@ export class LockService {
   private sessionValue: Session | undefined;
   private opening: Promise<Session> | undefined;
   private readonly tickets = new Map<string, LockTicket>();
+  /** Leases of a previous incarnation kept alive for the locks taken back (recover()). */
+  private readonly adopted = new Set<Session>();
+  private readonly timers = new Set<Timer>();
   private closing = false;
   /** Background work (retried releases, cleanups) that close() waits for, bounded. */
   private readonly background = new Set<Promise<void>>();
@@ -123,7 +151,9 @@ export class LockService {
   acquire(body: unknown, peer: PeerIdentity, signal: AbortSignal): AsyncIterable<LockEvent> {
     if (this.closing) throw new CorralError('SHUTTING_DOWN', 'the agent is stopping; retry once it is back');
     const request = this.decode(body, peer);
-    const ticket = new LockTicket(this, request, peer);
+    const keeping = this.keeping(body as Record<string, unknown>, peer);
+    if (keeping.group) request.group = { node: this.opts.node, ...keeping.group };
+    const ticket = new LockTicket(this, request, peer, keeping);
     this.tickets.set(ticket.id, ticket);
     this.opts.onActivity?.();
     ticket.start(signal);
@@ -143,12 +173,86 @@ export class LockService {
     return { validForMs: ticket.validForMs() };
   }
 
-  /** POST /v1/locks/attach: keep the lock while this process group runs, even if the client dies. */
-  attach(id: unknown, pgid: unknown, peer: PeerIdentity): Record<string, never> {
-    if (peer.kind !== 'local') throw new CorralError('FORBIDDEN', 'only a client on the agent’s machine (its UNIX socket) can attach a process group');
-    if (typeof pgid !== 'number' || !Number.isSafeInteger(pgid) || pgid < 2) throw new CorralError('BAD_REQUEST', 'pgid must be a process group id');
-    this.find(id, peer).attach(pgid);
-    return {};
+  /**
+   * What keeps a lock once its client is gone (the header): `attach` {pgid, secret} from a local
+   * client, verified; else `guard`. A group that cannot be verified because it is another user's
+   * falls back to the guard when the client asked for it; any other failed check refuses the
+   * request (a genuine client never sends one).
+   */
+  private keeping(b: Record<string, unknown>, peer: PeerIdentity): Keeping {
+    const guard = b.guard === true;
+    const attach = b.attach;
+    if (attach === undefined || attach === null) return { guard };
+    if (typeof attach !== 'object') throw new CorralError('BAD_REQUEST', 'attach must be {pgid, secret}');
+    const { pgid, secret } = attach as Record<string, unknown>;
+    if (typeof pgid !== 'number' || typeof secret !== 'string') throw new CorralError('BAD_REQUEST', 'attach must be {pgid: a process group id, secret: the hex secret in its leader’s environment}');
+    if (peer.kind !== 'local') {
+      // Its group runs on another machine: this agent can neither watch nor signal it.
+      const refused = 'a client on another machine cannot attach its process group; its gate stops the command if the client dies';
+      if (guard) return { guard, refused };
+      throw new CorralError('FORBIDDEN', refused);
+    }
+    const check = checkAttach(pgid, secret);
+    if (check.ok) return { guard, group: check.identity };
+    if (check.otherUser && guard) return { guard, refused: check.reason };
+    throw new CorralError('FORBIDDEN', `cannot attach process group ${pgid}: ${check.reason}`);
+  }
+
+  /**
+   * At start, before serving: takes back the locks that a previous incarnation of this agent kept
+   * for process groups, when those groups still run (their commands outlived both their clients
+   * and that agent). Their lease is kept alive from now on; each lock is released when its group
+   * ends; the other keys under that lease (holders whose clients are stopping their commands, and
+   * waiters whose requests ended with the crash) are removed one TTL from now, when the lease would
+   * have expired. Returns how many locks it took back.
+   */
+  async recover(): Promise<number> {
+    const { store, node, keepaliveIntervalMs, clock, logger } = this.opts;
+    let taken = 0;
+    for (const l of await groupLocksOf(store, node, bootId())) {
+      const identity = (e: (typeof l.groupHolds)[number]): ProcessGroupIdentity => ({ pgid: e.record.group.pgid, start: e.record.group.start, boot: e.record.group.boot });
+      const running = l.groupHolds.filter((e) => sameGroupRuns(identity(e)));
+      if (running.length === 0) continue; // nothing to keep: the lease expires as it would have
+      let session: Session;
+      try {
+        session = await Session.resume(store, l.lease, { keepaliveIntervalMs, clock, logger: logger.child({ component: 'lock-session', adopted: true }) });
+      } catch (err) {
+        if (isCorralError(err, 'LEASE_NOT_FOUND')) continue; // expired meanwhile
+        throw err;
+      }
+      setMaxListeners(0, session.signal);
+      this.adopted.add(session);
+      for (const e of running) {
+        const ticket = LockTicket.adopt(this, grantOf(store, session, e, logger), session, identity(e), e);
+        this.tickets.set(ticket.id, ticket);
+        taken++;
+        logger.warn({ resource: e.resourceName, pgid: e.record.group.pgid }, 'took back a lock whose command still runs after a restart; keeping it until the command ends');
+      }
+      const ended = l.groupHolds.filter((e) => !running.includes(e));
+      for (const e of ended) void this.retry(`releasing ${e.resourceName}`, () => grantOf(store, session, e, logger).release({ rollback: true }), () => session.state === 'alive');
+      const others: WaiterEntry[] = l.others;
+      if (others.length > 0) {
+        this.timers.add(clock.setTimer(session.ttlSeconds * 1000, () => {
+          for (const e of others) {
+            void this.retry(
+              `removing ${e.key}`,
+              async () => void (await store.txn({ compare: [{ key: e.key, target: 'createRevision', op: '=', value: e.createRevision }], success: [{ type: 'delete', key: e.key }] })),
+              () => session.state === 'alive',
+            );
+          }
+        }));
+      }
+    }
+    if (taken > 0) this.opts.onActivity?.();
+    return taken;
+  }
+
+  /** An adopted session with no lock left to keep stops being renewed: what remains expires with it. */
+  private releaseAdopted(session: Session): void {
+    if (!this.adopted.has(session)) return;
+    for (const t of this.tickets.values()) if (t.heldUnder === session) return;
+    this.adopted.delete(session);
+    void session.close({ revoke: false });
   }
 
   /** GET /v1/locks. */
@@ -221,6 +325,8 @@ export class LockService {
   forget(ticket: LockTicket): void {
     if (this.tickets.get(ticket.id) === ticket) {
       this.tickets.delete(ticket.id);
+      const under = ticket.heldUnder;
+      if (under !== undefined && this.adopted.has(under)) this.releaseAdopted(under);
       this.opts.onActivity?.();
     }
   }
@@ -256,12 +362,22 @@ export class LockService {
    */
   async close(): Promise<void> {
     this.closing = true;
+    // Whether any lock is held is known only once every acquire in flight has settled: a grant the
+    // store made just now must not be handed out after the decision (its key revoked under a
+    // client that believes it holds the lock), nor outlive it unnoticed. Waits end at once; a
+    // request whose grant lands meanwhile gives it back without handing it out (held() below).
+    for (const t of this.tickets.values()) t.stopWaiting();
+    await withinMs(Promise.all([...this.tickets.values()].map((t) => t.settled)), CLOSE_SETTLE_MS);
     const tickets = [...this.tickets.values()];
     const held = tickets.some((t) => t.state === 'held' || t.state === 'orphaned');
     await Promise.all(tickets.map((t) => t.shutdown()));
     const session = this.sessionValue ?? (await this.opening?.catch(() => undefined));
     await withinMs(Promise.all([...this.background]), 2000);
     await session?.close({ revoke: !held });
+    // Locks taken back were held (their commands are being stopped): their keys expire.
+    for (const timer of this.timers) timer.cancel();
+    for (const adopted of this.adopted) await adopted.close({ revoke: false });
+    this.adopted.clear();
   }
 
   get store(): Store {
@@ -287,7 +403,6 @@ class LockTicket implements AsyncIterableIterator<LockEvent> {
   state: TicketState = 'waiting';
   grant: LockGrant | undefined;
   private session: Session | undefined;
-  private pgid: number | undefined;
   private readonly events: LockEvent[] = [];
   private wake: (() => void) | undefined;
   /** No event follows the queued ones. */
@@ -295,6 +410,8 @@ class LockTicket implements AsyncIterableIterator<LockEvent> {
   private failure: unknown;
   /** Stops the wait when the client goes away or the agent stops. */
   private readonly stop = new AbortController();
+  /** Resolves when run() is over: granted, failed or given up. */
+  private running: Promise<void> = Promise.resolve();
   private clientGone = false;
   private releasing: Promise<void> | undefined;
   private orphanTimer: Timer | undefined;
@@ -305,7 +422,28 @@ class LockTicket implements AsyncIterableIterator<LockEvent> {
     private readonly service: LockService,
     private readonly request: LockRequest,
     readonly peer: PeerIdentity,
+    private readonly keeping: Keeping = { guard: false },
   ) {}
+
+  /** A lock taken back after a restart (LockService.recover()): held for a group, its client long gone. */
+  static adopt(service: LockService, grant: LockGrant, session: Session, group: ProcessGroupIdentity, entry: WaiterEntry): LockTicket {
+    const t = new LockTicket(service, { resource: entry.resourceName, owner: entry.record.owner }, { kind: 'local' }, { group, guard: false });
+    t.grant = grant;
+    t.session = session;
+    t.state = 'orphaned';
+    t.clientGone = true;
+    t.finished = true;
+    const onLost = (): void => t.onLost(grant.lost.reason);
+    grant.lost.addEventListener('abort', onLost, { once: true });
+    t.detachLost = () => grant.lost.removeEventListener('abort', onLost);
+    t.watchOrphan();
+    return t;
+  }
+
+  /** The session its lock is held under (once granted). */
+  get heldUnder(): Session | undefined {
+    return this.session;
+  }
 
   start(clientSignal: AbortSignal): void {
     const onGone = (): void => this.onClientGone();
@@ -315,7 +453,21 @@ class LockTicket implements AsyncIterableIterator<LockEvent> {
       clientSignal.addEventListener('abort', onGone, { once: true });
       this.detachClient = () => clientSignal.removeEventListener('abort', onGone);
     }
-    void this.run();
+    this.running = this.run().catch((err: unknown) => {
+      this.service.logger.error({ err: (err as Error).message }, 'lock request failed unexpectedly');
+      this.end(err);
+      if (this.state === 'waiting') this.done();
+    });
+  }
+
+  /** Resolves once the request has been granted, failed or given up (never rejects). */
+  get settled(): Promise<void> {
+    return this.running;
+  }
+
+  /** The agent stops: a waiting request gives up (a grant already in flight is refused in held()). */
+  stopWaiting(): void {
+    if (this.state === 'waiting') this.stop.abort(new CorralError('SHUTTING_DOWN', 'the agent is stopping'));
   }
 
   // --- the stream ---------------------------------------------------------------------------
@@ -395,7 +547,11 @@ class LockTicket implements AsyncIterableIterator<LockEvent> {
         this.held(grant, session);
         return;
       } catch (err) {
-        if (this.stop.signal.aborted) return this.done();
+        if (this.stop.signal.aborted) {
+          // Given up: the client went away (nobody to tell) or the agent is stopping (tell it).
+          if (!this.clientGone) this.end(this.stop.signal.reason);
+          return this.done();
+        }
         const retry = this.retryable(err) && (timeoutMs < 0 || clock.now() < deadline - 1) && timeoutMs !== 0;
         // A failure in the middle of a store request may have left the key behind, on a session
         // that lives on: remove it, or it would block the resource until the agent stops.
@@ -442,10 +598,12 @@ class LockTicket implements AsyncIterableIterator<LockEvent> {
     this.grant = grant;
     this.session = session;
     this.state = 'held';
-    if (this.clientGone) {
-      // The client left while the grant was in flight.
+    if (this.clientGone || this.service.isClosing) {
+      // The client left, or the agent began to stop, while the grant was in flight: give it back
+      // without handing it out (rolled back: the command never ran).
       this.state = 'done';
       void this.releaseGrant(true).catch(() => undefined);
+      this.end(this.clientGone ? undefined : new CorralError('SHUTTING_DOWN', 'the agent is stopping; retry once it is back'));
       return;
     }
     const event: LockGrantedEvent = {
@@ -459,6 +617,9 @@ class LockTicket implements AsyncIterableIterator<LockEvent> {
       fencingToken: grant.fencingToken.toString(),
       validForMs: this.validForMs(),
       ...this.service.pacing(),
+      attached: this.keeping.group !== undefined,
+      ...(this.keeping.group === undefined && this.keeping.guard ? { guardedForMs: this.service.pacing().stopWithinMs } : {}),
+      ...(this.keeping.refused !== undefined ? { attachRefused: this.keeping.refused } : {}),
     };
     this.push(event);
     const onLost = (): void => this.onLost(grant.lost.reason);
@@ -473,11 +634,6 @@ class LockTicket implements AsyncIterableIterator<LockEvent> {
       throw new CorralError('SESSION_LOST', `lock request ${this.id} holds no lock: it was released or lost`);
     }
     return Math.max(0, Math.floor(session.deadline - this.service.clock.now()));
-  }
-
-  attach(pgid: number): void {
-    if (this.state !== 'held') throw new CorralError('NOT_FOUND', `lock request ${this.id} holds no lock`);
-    this.pgid = pgid;
   }
 
   async release(rollback: boolean): Promise<void> {
@@ -530,18 +686,32 @@ class LockTicket implements AsyncIterableIterator<LockEvent> {
       case 'waiting':
         this.stop.abort(new CorralError('UNAVAILABLE', 'the client went away'));
         return;
-      case 'held':
-        if (this.pgid !== undefined && processGroupAlive(this.pgid)) {
+      case 'held': {
+        const group = this.keeping.group;
+        if (group !== undefined && sameGroupRuns(group)) {
           // The client died but the command it protects still runs: keep the lock until it ends.
           this.state = 'orphaned';
-          this.service.logger.warn({ resource: this.grant?.resource, pgid: this.pgid }, 'lock client gone while its command runs; keeping the lock until the command ends');
+          this.service.logger.warn({ resource: this.grant?.resource, pgid: group.pgid }, 'lock client gone while its command runs; keeping the lock until the command ends');
           this.watchOrphan();
+          return;
+        }
+        if (group === undefined && this.keeping.guard) {
+          // Its gate stops the command now that the client is gone; the lock lasts until it has.
+          const graceMs = this.service.pacing().stopWithinMs;
+          this.state = 'orphaned';
+          this.service.logger.warn({ resource: this.grant?.resource, graceMs }, 'lock client gone; keeping the lock while its gate stops the command');
+          this.orphanTimer = this.service.clock.setTimer(graceMs, () => {
+            if (this.state !== 'orphaned') return;
+            this.state = 'done';
+            void this.releaseGrant(true).catch(() => undefined);
+          });
           return;
         }
         // FLoM rolls a transactional value back when its holder disconnects without unlocking.
         this.state = 'done';
         void this.releaseGrant(true).catch(() => undefined);
         return;
+      }
       case 'orphaned':
       case 'done':
         return;
@@ -551,8 +721,9 @@ class LockTicket implements AsyncIterableIterator<LockEvent> {
   private watchOrphan(): void {
     this.orphanTimer = this.service.clock.setTimer(ORPHAN_POLL_MS, () => {
       if (this.state !== 'orphaned') return;
-      if (this.pgid !== undefined && processGroupAlive(this.pgid)) return this.watchOrphan();
-      this.service.logger.info({ resource: this.grant?.resource, pgid: this.pgid }, 'the orphaned command ended; releasing its lock');
+      const group = this.keeping.group;
+      if (group !== undefined && sameGroupRuns(group)) return this.watchOrphan();
+      this.service.logger.info({ resource: this.grant?.resource, pgid: group?.pgid }, 'the orphaned command ended; releasing its lock');
       this.state = 'done';
       void this.releaseGrant(true).catch(() => undefined);
     });
@@ -565,14 +736,14 @@ class LockTicket implements AsyncIterableIterator<LockEvent> {
    */
   private stopOrphan(): void {
     this.orphanTimer?.cancel();
-    const pgid = this.pgid;
-    if (pgid === undefined) return;
-    this.service.logger.warn({ pgid, resource: this.grant?.resource }, 'lock lost while its client is gone: stopping the command it protected');
-    signalProcessGroup(pgid, 'SIGTERM');
+    const group = this.keeping.group;
+    if (group === undefined) return; // guarded: its gate has stopped it already
+    this.service.logger.warn({ pgid: group.pgid, resource: this.grant?.resource }, 'lock lost while its client is gone: stopping the command it protected');
+    signalSameGroup(group, 'SIGTERM');
     const session = this.session;
     const left = session ? session.deadline - this.service.clock.now() : 0;
     const graceMs = Math.max(0, Math.min(5000, left / 2, Math.max(100, this.service.opts.ttlSeconds * 100) / 2));
-    this.service.clock.setTimer(graceMs, () => void signalProcessGroup(pgid, 'SIGKILL'));
+    this.service.clock.setTimer(graceMs, () => void signalSameGroup(group, 'SIGKILL'));
   }
 
   /** The agent stops. */

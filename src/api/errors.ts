@@ -29,6 +29,10 @@ export const ErrorCodes = {
   SESSION_LOST: { status: 503, exit: 69, summary: 'the session lease was lost or may have expired' },
   SHUTTING_DOWN: { status: 503, exit: 69, summary: 'the agent is shutting down' },
   CONFLICT: { status: 409, exit: 75, summary: 'a concurrent change won the race; run the command again' },
+  // Fan-out
+  PATH_REFUSED: { status: 403, exit: 77, summary: 'a path lies outside the directories the agent may write (its work directory unless writeRoots says more)' },
+  CHECKSUM_MISMATCH: { status: 422, exit: 1, summary: 'a transferred file did not arrive with the SHA-256 it was sent with; nothing was put in place' },
+  FILE_ERROR: { status: 422, exit: 1, summary: 'a file or directory operation failed on the node (missing, not a directory, no permission, disk full)' },
   // Locks (exit codes as FLoM's: 96 resource does not exist, 98 busy or timed out, 99 anything else)
   LOCK_BUSY: { status: 409, exit: 98, summary: 'the resource is locked and the request may not wait (timeout 0)' },
   LOCK_TIMEOUT: { status: 409, exit: 98, summary: 'the lock was not granted before the request timed out' },

@@ -6,27 +6,25 @@
 //   POST /v1/locks/acquire  {LockAcquireBody}  → NDJSON stream of LockEvent, open while the lock is held
 //   POST /v1/locks/release  {id, rollback}     → {released: true}; the stream then ends with "released"
 //   POST /v1/locks/confirm  {id}               → {validForMs}: the lock is held at least that long
-//   POST /v1/locks/attach   {id, pgid}         → {}: keep the lock while this process group lives
 //   GET  /v1/locks                             → LockListingWire
 //   POST /v1/private/quiesce, /v1/private/exit → a private daemon's -x and -X
 //
 // Closing the acquire stream (or the client dying) releases the lock, rolling a transactional
-// sequence value back, unless an attached process group still runs (then it is released when the
-// group is gone).
+// sequence value back, unless the request attached a process group that still runs (then it is
+// released when the group is gone) or asked for the guard (then it is released stopWithinMs later).
 //
 // On the channel, each request has a number (`ref`) chosen by the client, unique on the channel;
 // its commands and events carry it. `cancel` is what closing an acquire stream is: it gives up a
 // wait, or drops a held lock as if its client had died. Closing the channel cancels every request
-// on it. Answers to release, confirm and attach echo the command's `seq`; a command that fails
-// gets a `failed` event instead. Over a UNIX socket the channel is a raw connection whose first
-// line is `CORRAL-CHANNEL/1 /v1/locks/channel` (src/transport/channel.ts).
+// on it. Answers to release and confirm echo the command's `seq`; a command that fails gets a
+// `failed` event instead. Over a UNIX socket the channel is a raw connection whose first line is
+// `CORRAL-CHANNEL/1 /v1/locks/channel` (src/transport/channel.ts).
 
 export const LOCK_PATHS = {
   channel: '/v1/locks/channel',
   acquire: '/v1/locks/acquire',
   release: '/v1/locks/release',
   confirm: '/v1/locks/confirm',
-  attach: '/v1/locks/attach',
   list: '/v1/locks',
   quiesce: '/v1/private/quiesce',
   exit: '/v1/private/exit',
@@ -47,6 +45,17 @@ export interface LockAcquireBody {
   command?: string;
   /** The requesting machine, when it is not the agent's. */
   host?: string;
+  /**
+   * Keep the lock while this process group runs, even if the client dies (local clients only). The
+   * group's leader must carry `secret` in its environment as CORRAL_LOCK_GATE (see
+   * util/process-group.ts checkAttach): that proves the group was started for this request.
+   */
+  attach?: { pgid: number; secret: string };
+  /**
+   * When the group cannot be attached (or none is given): if the client dies, keep the lock
+   * `guardedForMs` (the granted event says how long) while the client's gate stops its command.
+   */
+  guard?: boolean;
 }
 
 export interface LockGrantedEvent {
@@ -70,6 +79,12 @@ export interface LockGrantedEvent {
    * be granted the lock.
    */
   stopWithinMs: number;
+  /** The request's process group is attached: the lock is kept while it runs, even if the client dies. */
+  attached?: boolean;
+  /** Not attached but guarded: the lock outlives a dead client by this much, for its gate to stop the command. */
+  guardedForMs?: number;
+  /** Why the attach asked for was not made (the guard applies instead). */
+  attachRefused?: string;
 }
 
 export type LockEvent =
@@ -84,7 +99,6 @@ export type LockCommand =
   | ({ op: 'acquire'; ref: number } & LockAcquireBody)
   | { op: 'release'; ref: number; seq: number; rollback?: boolean }
   | { op: 'confirm'; ref: number; seq: number }
-  | { op: 'attach'; ref: number; seq: number; pgid: number }
   | { op: 'cancel'; ref: number };
 
 /** What the agent sends on the lock channel: a request's LockEvents, and answers to its commands. */
@@ -93,7 +107,6 @@ export type LockChannelEvent =
   /** The answer to release: the lock is released (the request is over). */
   | { ref: number; event: 'released'; id: string; seq?: number }
   | { ref: number; event: 'confirmed'; seq: number; validForMs: number }
-  | { ref: number; event: 'attached'; seq: number }
   /** An acquire (no seq) or a command that failed; a failed acquire ends its request. */
   | { ref: number; event: 'failed'; op: LockCommand['op']; seq?: number; error: { code: string; message: string } };
 
@@ -118,7 +131,10 @@ export interface LockEntryWire {
   since: string;
   /** Holders only (decimal). */
   fencingToken: string | null;
-  /** The client went away but the process group it attached still runs: kept until it ends. */
+  /**
+   * The client went away; the lock is kept while the process group it attached runs (or, guarded,
+   * while its gate stops the command).
+   */
   orphaned?: boolean;
 }
 

@@ -14,6 +14,9 @@
 //
 // Values are checked exactly (booleans yes/no/y/n/true/false/1/0, case-insensitive; lock modes by
 // name), not by FLoM's substring matching. Only -c FILE is read: not flom's system file nor ~/.flom.
+// Any option given on the command line overrides the file, 0 included (flom's `-i 0` cannot: its
+// command-line default doubles as "not given"). UnicastPort without UnicastAddress (or -p without
+// -a) is ignored, as flom ignores it: the local socket serves.
 
 import { readFileSync } from 'node:fs';
 import { CorralError } from '../api/errors.js';

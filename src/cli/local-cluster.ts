@@ -163,7 +163,11 @@ export async function startLocalCluster(config: ClusterConfig, dir: string, opti
       }
       try {
         last = await client.status();
-        if (isFormed(config, last)) return { started, status: last, formationMs: performance.now() - t0 };
+        // A restarted agent counts only once the store shows its new pid: the killed incarnation's
+        // membership lingers until its lease expires and would look up before the new one serves.
+        const current = last;
+        const fresh = started.every((a) => current.nodes.some((n) => n.name === a.node && n.state === 'up' && n.pid === a.pid));
+        if (isFormed(config, last) && fresh) return { started, status: last, formationMs: performance.now() - t0 };
       } catch (err) {
         if (!isCorralError(err, 'UNAVAILABLE') && !isCorralError(err, 'STORE_UNAVAILABLE') && !isCorralError(err, 'TIMEOUT')) throw err;
         lastError = err.message;

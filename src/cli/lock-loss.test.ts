@@ -3,11 +3,13 @@
 // the lock kept) so that no second holder is ever in while the first command may still run.
 
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { LockListingWire } from '../api/lock-wire.js';
 import { isProcessAlive } from '../util/process.js';
+import { CORRAL } from '../testkit/cli.js';
 import { LockTestDir, timedEvents } from '../testkit/lock.js';
 import { sleep, waitUntil } from '../testkit/local.js';
 
@@ -29,6 +31,138 @@ function firstHolder(log: string, opts: { ignoreTerm?: boolean } = {}): string {
   const trap = opts.ignoreTerm ? `trap '' TERM` : `trap 'echo term $(date +%s%N) >> ${log}; exit 1' TERM`;
   return `${trap}; echo enter $(date +%s%N) >> ${log}; i=0; while [ $i -lt 1500 ]; do sleep 0.02; i=$((i+1)); done`;
 }
+
+/** Waits until `pid` is stopped (state T): corral lock stopped itself at CORRAL_LOCK_TEST_STOP_AT. */
+async function stopped(pid: number): Promise<void> {
+  await waitUntil(`pid ${pid} stopped`, () => {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Promise.resolve(stat.charAt(stat.lastIndexOf(')') + 2) === 'T' ? true : undefined);
+  }, 15_000, 10);
+}
+
+/** The pid of the live process whose command line contains `needle` (a gate's CMD), if any. */
+function pidRunning(needle: string): number | undefined {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(needle) && isProcessAlive(Number(entry))) return Number(entry);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return undefined;
+}
+
+describe('corral lock killed (SIGKILL) at any point: never a second holder while CMD may run', { concurrency: true, timeout: 120_000 }, () => {
+  it('killed once granted, before CMD is told to run: CMD never runs, and the lock is free again at once', async () => {
+    const socket = td.socket();
+    const log = path.join(td.dir, 'k-granted.log');
+    const first = td.start(['lock', '-s', socket, '-d', '-1', '-r', 'kg', '--', 'sh', '-c', `echo enter $(date +%s%N) >> ${log}`], { env: { CORRAL_LOCK_TEST_STOP_AT: 'granted' } });
+    await stopped(first.pid);
+    process.kill(first.pid, 'SIGKILL');
+    await first.exited;
+    const t0 = performance.now();
+    const next = await td.corral(['lock', '-s', socket, '-r', 'kg', '-o', '10000', '--', 'sh', '-c', `echo next $(date +%s%N) >> ${log}`]);
+    assert.equal(next.code, 0, next.stderr);
+    assert.ok(performance.now() - t0 < 5000, 'the lock was released when the gate gave up, not at a TTL');
+    await sleep(200);
+    assert.equal(events(log).get('enter'), undefined, 'CMD never ran');
+  });
+
+  it('killed the moment CMD is told to run: the lock is kept while CMD runs; the next holder gets in after it', async () => {
+    const socket = td.socket();
+    const log = path.join(td.dir, 'k-started.log');
+    const go = path.join(td.dir, 'k-started.go');
+    const script = `echo enter $(date +%s%N) >> ${log}; while [ ! -e ${go} ]; do sleep 0.02; done; echo leave $(date +%s%N) >> ${log}`;
+    const first = td.start(['lock', '-s', socket, '-d', '-1', '-r', 'ks', '--', 'sh', '-c', script], { env: { CORRAL_LOCK_TEST_STOP_AT: 'started' } });
+    await stopped(first.pid);
+    process.kill(first.pid, 'SIGKILL');
+    await first.exited;
+    await appears(log, 'enter');
+    const second = td.start(['lock', '-s', socket, '-r', 'ks', '--', 'sh', '-c', `echo second $(date +%s%N) >> ${log}`]);
+    try {
+      await sleep(1500);
+      assert.equal(events(log).get('second'), undefined, 'the second holder waits while CMD runs');
+    } finally {
+      writeFileSync(go, '');
+    }
+    assert.equal((await second.exited).code, 0, second.stderr());
+    const e = events(log);
+    assert.ok((e.get('second') as bigint) > (e.get('leave') as bigint));
+  });
+
+  it('the daemon killed too while CMD runs orphaned: the restarted daemon takes the lock back and keeps it past the TTL until CMD ends', async () => {
+    const socket = td.socket();
+    const log = path.join(td.dir, 'k-crash.log');
+    const go = path.join(td.dir, 'k-crash.go');
+    const script = `echo enter $(date +%s%N) >> ${log}; while [ ! -e ${go} ]; do sleep 0.02; done; echo leave $(date +%s%N) >> ${log}`;
+    const first = td.start(['lock', '-s', socket, '-d', '-1', '-r', 'kc', '--', 'sh', '-c', script]);
+    await appears(log, 'enter');
+    process.kill(first.pid, 'SIGKILL');
+    await first.exited;
+    process.kill(await td.daemonPid(socket), 'SIGKILL');
+    const killedAt = now();
+    // The next request starts a new daemon, which finds the lock recorded for a group that runs.
+    const second = td.start(['lock', '-s', socket, '-d', '-1', '-r', 'kc', '--', 'sh', '-c', `echo second $(date +%s%N) >> ${log}`]);
+    try {
+      await sleep(7000); // past the lock session's 5 s TTL
+      assert.equal(events(log).get('second'), undefined, `the second holder waits while the orphaned CMD runs: ${second.stderr()}`);
+    } finally {
+      writeFileSync(go, '');
+    }
+    assert.equal((await second.exited).code, 0, second.stderr());
+    const e = events(log);
+    assert.ok((e.get('second') as bigint) > (e.get('leave') as bigint));
+    assert.ok((e.get('second') as bigint) - killedAt > 7_000_000_000n);
+  });
+
+  it('--foreground (not attached, guarded): killed while CMD runs, its gate stops CMD before the lock is released', async () => {
+    const socket = td.socket();
+    const log = path.join(td.dir, 'k-fg.log');
+    const first = td.start(['lock', '-s', socket, '-d', '-1', '-r', 'kf', '--foreground', '--', 'sh', '-c', firstHolder(log)]);
+    await appears(log, 'enter');
+    const second = td.start(['lock', '-s', socket, '-r', 'kf', '--', 'sh', '-c', `echo second $(date +%s%N) >> ${log}`]);
+    await sleep(300);
+    process.kill(first.pid, 'SIGKILL');
+    const killedAt = now();
+    await first.exited;
+    assert.equal((await second.exited).code, 0, second.stderr());
+    const e = events(log);
+    const term = e.get('term') as bigint;
+    assert.ok(term > killedAt && term - killedAt < 2_000_000_000n, 'CMD got SIGTERM from its gate at once');
+    assert.ok((e.get('second') as bigint) > term, 'the next holder came in after CMD stopped');
+  });
+
+  it('on a socket shared with a daemon of another user: not attached (the daemon refuses another user’s group) but guarded', async () => {
+    // The daemon runs as nobody on a socket in nobody's directory; this test (root) locks there.
+    const nobody = 65534;
+    chmodSync(td.dir, 0o711);
+    const home = path.join(td.dir, 'nobody');
+    mkdirSync(home, { mode: 0o700 });
+    chownSync(home, nobody, nobody);
+    const socket = path.join(home, 'shared.sock');
+    const daemon = await new Promise<number | null>((resolve) => {
+      const c = spawn(process.execPath, [CORRAL, 'lock', '-s', socket, '-d', '-1', '--', 'true'], { uid: nobody, gid: nobody, stdio: 'ignore', env: { PATH: process.env.PATH, CORRAL_RUNTIME_DIR: path.join(home, 'run'), CORRAL_CONFIG: '' } });
+      c.once('exit', resolve);
+    });
+    assert.equal(daemon, 0);
+    const log = path.join(td.dir, 'k-shared.log');
+    const first = td.start(['lock', '-s', socket, '-V', '-r', 'ksh', '--', 'sh', '-c', firstHolder(log)]);
+    await appears(log, 'enter');
+    assert.match(first.stderr(), /CMD's process group is not attached \(process group \d+ belongs to uid 0, and this lock daemon runs as uid 65534/);
+    const second = td.start(['lock', '-s', socket, '-r', 'ksh', '--', 'sh', '-c', `echo second $(date +%s%N) >> ${log}`]);
+    await sleep(300);
+    process.kill(first.pid, 'SIGKILL');
+    const killedAt = now();
+    await first.exited;
+    assert.equal((await second.exited).code, 0, second.stderr());
+    const e = events(log);
+    const term = e.get('term') as bigint;
+    assert.ok(term > killedAt && term - killedAt < 2_000_000_000n, 'CMD’s group got SIGTERM from its gate at once');
+    assert.ok((e.get('second') as bigint) > term, 'the next holder came in after CMD stopped');
+    assert.equal(pidRunning(log), undefined, 'nothing of the first CMD runs');
+  });
+});
 
 describe('losing a lock held through the private daemon', { concurrency: true, timeout: 120_000 }, () => {
   it('the daemon killed: the holder stops its command and exits 98; the next holder gets in only after it stopped', async () => {
@@ -105,8 +239,7 @@ describe('losing a lock held through the private daemon', { concurrency: true, t
     const script = `echo enter $(date +%s%N) >> ${log}; while [ ! -e ${go} ]; do sleep 0.02; done; echo leave $(date +%s%N) >> ${log}`;
     const first = td.start(['lock', '-s', socket, '-d', '-1', '-r', '_S_orph[1]', '-i', '5000', '--', 'sh', '-c', script]);
     await appears(log, 'enter');
-    await sleep(200); // the attach follows the spawn
-    process.kill(first.pid, 'SIGKILL');
+    process.kill(first.pid, 'SIGKILL'); // the group was attached with the request: no window
     await first.exited;
     const { value: listed } = await waitUntil('the holder listed as orphaned', async () => {
       const l = JSON.parse((await td.corral(['locks', '-s', socket, '--json'])).stdout) as LockListingWire;
@@ -116,9 +249,12 @@ describe('losing a lock held through the private daemon', { concurrency: true, t
     assert.equal(listed.value, '1');
     assert.match((await td.corral(['locks', '-s', socket])).stdout, /held \(client gone\)/);
     const second = td.start(['lock', '-s', socket, '-r', '_S_orph[1]', '--', 'sh', '-c', `echo second $(date +%s%N) >> ${log}; echo $CORRAL_LOCK_VALUE >> ${log}.value`]);
-    await sleep(500);
-    assert.ok(!existsSync(`${log}.value`), 'the second holder waits while the orphaned command runs');
-    writeFileSync(go, '');
+    try {
+      await sleep(500);
+      assert.ok(!existsSync(`${log}.value`), 'the second holder waits while the orphaned command runs');
+    } finally {
+      writeFileSync(go, '');
+    }
     assert.equal((await second.exited).code, 0);
     const e = events(log);
     assert.ok((e.get('second') as bigint) > (e.get('leave') as bigint));

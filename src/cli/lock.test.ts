@@ -3,11 +3,14 @@
 // (its own daemon) under a temporary directory; everything is stopped by pid at the end.
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import { constants } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { LockListingWire } from '../api/lock-wire.js';
+import { CORRAL } from '../testkit/cli.js';
 import { LockTestDir } from '../testkit/lock.js';
 import { sleep, waitUntil } from '../testkit/local.js';
 
@@ -135,13 +138,38 @@ describe('corral lock: exit codes, options and the command', { concurrency: 6, t
     assert.equal(r.stdout, 'cyan cyan\n');
   });
 
-  it('runs CMD as the leader of its own process group, or in corral lock’s with --foreground', async () => {
-    const pgidOf = 'read -r stat < /proc/$$/stat; set -- ${stat#*) }; echo "$$ $3"';
-    const [pid, pgid] = (await lock(['-r', 'pg', '--', 'sh', '-c', pgidOf])).stdout.trim().split(' ');
-    assert.equal(pgid, pid, 'its own group');
-    const [fgPid, fgPgid] = (await lock(['-r', 'pg', '--foreground', '--', 'sh', '-c', pgidOf])).stdout.trim().split(' ');
-    assert.notEqual(fgPgid, fgPid, 'the caller’s group');
-    assert.equal(Number(fgPgid), Number(readFileSync('/proc/self/stat', 'utf8').split(') ')[1]?.split(' ')[2]));
+  it('runs CMD in a process group of its own, led by its gate (its parent), or in corral lock’s with --foreground', async () => {
+    // pid, parent, group and session of CMD
+    const idsOf = 'read -r stat < /proc/$$/stat; set -- ${stat#*) }; echo "$$ $2 $3 $4"';
+    const own = (await lock(['-r', 'pg', '--', 'sh', '-c', idsOf])).stdout.trim().split(' ').map(Number);
+    const [pid, parent, pgid, session] = own;
+    const mine = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]?.split(' ') ?? [];
+    assert.notEqual(pgid, Number(mine[2]), 'not the caller’s group');
+    assert.equal(pgid, parent, 'its group is led by its parent, the gate');
+    assert.equal(session, pgid, 'in a session of its own (so the terminal’s signals do not reach it)');
+    assert.notEqual(pid, pgid);
+    const [, , fgPgid] = (await lock(['-r', 'pg', '--foreground', '--', 'sh', '-c', idsOf])).stdout.trim().split(' ').map(Number);
+    assert.equal(fgPgid, Number(mine[2]), 'the caller’s group');
+  });
+
+  const script = ['/usr/bin/script', '/bin/script'].find((p) => existsSync(p));
+  it('in a terminal: CMD has no controlling terminal (no /dev/tty), except with --foreground', { skip: script === undefined ? 'no script(1) to make a terminal' : false }, async () => {
+    // script(1) runs its command line under a new pseudo-terminal, as a login shell would.
+    const probe = `'${process.execPath}' '${CORRAL}' lock -s '${socket}' -r tty FG -- sh -c '( : </dev/tty ) 2>/dev/null && echo tty-ok || echo no-tty'`;
+    const run = (fg: boolean): Promise<string> =>
+      new Promise((resolve, reject) => {
+        const c = spawn(script as string, ['-qec', probe.replace(' FG', fg ? ' --foreground' : ''), '/dev/null'], { env: { ...process.env, ...td.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+        const timer = setTimeout(() => c.kill('SIGKILL'), 30_000);
+        c.once('error', reject);
+        c.once('exit', () => {
+          clearTimeout(timer);
+          resolve(out.replace(/\r/g, '').trim());
+        });
+      });
+    assert.equal(await run(false), 'no-tty', 'a session of its own: no controlling terminal');
+    assert.equal(await run(true), 'tty-ok', '--foreground: the terminal’s session');
   });
 
   it('-V prints the effective settings and the element locked; -v the version; --signal-list the signals', async () => {
@@ -170,6 +198,26 @@ describe('corral lock: exit codes, options and the command', { concurrency: 6, t
     await holder.exited;
     const v = await lock(['-c', conf, '-V', '--', 'true']);
     assert.match(v.stdout, /^\[Resource\]\/LockMode=3$/m);
+  });
+
+  it('-i 0 on the command line overrides the file’s IdleLifespan (flom’s 0 could not); -p without -a is ignored, as flom', async () => {
+    const conf = path.join(td.dir, 'idle.conf');
+    writeFileSync(conf, '[Resource]\nIdleLifespan=60000\n[Daemon]\nUnicastPort=7777\n');
+    const value = async (args: string[]): Promise<string> => {
+      const r = await lock(['-c', conf, ...args, '--', 'sh', '-c', 'echo $CORRAL_LOCK_VALUE']);
+      assert.equal(r.code, 0, r.stderr);
+      return r.stdout.trim();
+    };
+    // The file's lifespan keeps a sequence's counter between holders; -i 0 forgets it at once.
+    assert.deepEqual([await value(['-r', '_s_kept[1]']), await value(['-r', '_s_kept[1]'])], ['1', '2']);
+    assert.deepEqual([await value(['-r', '_s_gone[1]', '-i', '0']), await value(['-r', '_s_gone[1]', '-i', '0'])], ['1', '1']);
+    const v = await lock(['-c', conf, '-i', '0', '-V', '--', 'true']);
+    assert.match(v.stdout, /^\[Resource\]\/IdleLifespan=0$/m);
+    // flom uses the port only with a unicast address: the local socket serves, the port is shown.
+    const p = await lock(['-p', '1234', '-V', '-r', 'portonly', '--', 'true']);
+    assert.equal(p.code, 0, p.stderr);
+    assert.match(p.stdout, /^\[Daemon\]\/UnicastPort=1234$/m);
+    assert.match(p.stdout, /^\[Corral\]\/Target='private daemon unix:/m);
   });
 
   it('grants by the full 36-pair mode matrix (FLoM’s, VMS DLM)', async () => {
@@ -374,6 +422,58 @@ describe('the private daemon', { concurrency: true, timeout: 120_000 }, () => {
     const none = await td.corral(['lock', '-s', socket, '-x']);
     assert.equal(none.code, 99);
     assert.match(none.stderr, /no lock daemon answers/);
+  });
+
+  it('-o is one deadline across starting a daemon, retrying and waiting: not the full timeout again at each step', async (t) => {
+    // A holder keeps the lock through a daemon crash (--on-lost warn: its command runs on, and the
+    // restarted daemon takes the lock back). The requester finds no daemon, starts one (slowed by
+    // 1 s by a preloaded module that sleeps in the daemon only), retries until it answers, and then
+    // waits in line: all within one 5000 ms deadline. Counted per step, the wait alone would take
+    // 5000 ms once the daemon answered. (5 s leaves room for a daemon slow to start on a loaded
+    // machine; what is measured is the time after the daemon answered.)
+    const socket = td.socket();
+    const g = gate();
+    const holder = td.start(['lock', '-s', socket, '-d', '-1', '--on-lost', 'warn', '-r', 'deadline', '--', 'sh', '-c', g.script]);
+    try {
+      await ready(g.ready);
+      process.kill(await td.daemonPid(socket), 'SIGKILL');
+      await waitUntil('the holder told of the loss', () => Promise.resolve(/keeps running unprotected/.test(holder.stderr()) ? true : undefined), 10_000);
+      const slow = path.join(td.dir, 'slow-daemon.cjs');
+      writeFileSync(slow, "if (process.argv.includes('--private')) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000);\n");
+      const accepts = (): Promise<boolean> =>
+        new Promise((resolve) => {
+          const c = createConnection(socket);
+          c.once('connect', () => {
+            c.destroy();
+            resolve(true);
+          });
+          c.once('error', () => resolve(false));
+        });
+      assert.equal(await accepts(), false, 'the dead daemon’s socket refuses connections');
+      const t0 = performance.now();
+      const request = td.corral(['lock', '-s', socket, '-d', '-1', '-r', 'deadline', '-o', '5000', '--', 'true'], { env: { NODE_OPTIONS: `--require ${slow}` } });
+      // When the new daemon serves: its socket accepts connections.
+      let readyAt = Number.POSITIVE_INFINITY;
+      while (performance.now() - t0 < 10_000) {
+        if (await accepts()) {
+          readyAt = performance.now() - t0;
+          break;
+        }
+        await sleep(5);
+      }
+      const r = await request;
+      const elapsed = performance.now() - t0;
+      t.diagnostic(`the new daemon served after ${Math.round(readyAt)} ms; corral lock exited 98 after ${Math.round(elapsed)} ms`);
+      assert.equal(r.code, 98, r.stderr);
+      assert.match(r.stderr, /timeout \(5000 milliseconds\) expired/);
+      assert.ok(readyAt > 1000 && readyAt < 5000 - 300, `the new daemon served ${readyAt} ms into the request (the wait in line came after)`);
+      assert.ok(elapsed >= 5000, `gave up after ${elapsed} ms`);
+      // One deadline: over about 5000 ms after start; per step, 5000 ms more after the daemon answered.
+      assert.ok(elapsed < readyAt + 5000 - 300 && elapsed < 7000, `gave up ${elapsed} ms after start, ${elapsed - readyAt} ms after the daemon answered`);
+    } finally {
+      g.release();
+    }
+    assert.equal((await holder.exited).code, 98);
   });
 
   it('-X stops the daemon at once: holders are told, stop their commands and exit 98', async () => {

@@ -20,6 +20,11 @@ export const verbs: Record<string, () => Promise<{ verb: Verb }>> = {
   tell: () => import('./verbs/tell.js'),
   reload: () => import('./verbs/reload.js'),
   logs: () => import('./verbs/logs.js'),
+  run: () => import('./verbs/run.js'),
+  mkdir: () => import('./verbs/mkdir.js'),
+  push: () => import('./verbs/push.js'),
+  scatter: () => import('./verbs/scatter.js'),
+  gather: () => import('./verbs/gather.js'),
 };
 
 

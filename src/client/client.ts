@@ -158,6 +158,12 @@ export class CorralClient {
     throw new CorralError('UNAVAILABLE', `no agent of cluster ${this.config.cluster} took the lock request: ${failures.join('; ')}`);
   }
 
+  /** The RPC client of an agent that answered (fan-out opens its own streams on it). */
+  async rpc(): Promise<RpcClient> {
+    if (!this.current) await this.ping();
+    return this.agent();
+  }
+
   /** The RPC client of the agent in use (the first candidate until one fails). */
   private agent(): Promise<RpcClient> {
     const index = Math.max(0, this.currentIndex);

@@ -52,6 +52,13 @@ export interface LockOptions {
   signal?: AbortSignal;
   /** Called when the request is in line behind others. */
   onQueued?: () => void;
+  /**
+   * Keep the lock while this process group runs, even if this client dies (a local agent only;
+   * its leader must carry `secret` in its environment as CORRAL_LOCK_GATE: see lock-wire.ts).
+   */
+  attach?: { pgid: number; secret: string };
+  /** If this client dies without attaching, keep the lock `guardedForMs` more (see lock-wire.ts). */
+  guard?: boolean;
   clock?: Clock;
 }
 
@@ -138,6 +145,8 @@ export async function acquireLock(rpc: RpcClient, options: LockOptions = {}): Pr
   if (options.idleLifespanMs !== undefined) body.idleLifespanMs = options.idleLifespanMs;
   if (options.pid !== undefined) body.pid = options.pid;
   if (options.command !== undefined) body.command = options.command;
+  if (options.attach !== undefined) body.attach = options.attach;
+  if (options.guard === true) body.guard = true;
   const { signal } = options;
   signal?.throwIfAborted();
 
@@ -190,7 +199,6 @@ export async function acquireLock(rpc: RpcClient, options: LockOptions = {}): Pr
         case 'lost':
         case 'released':
         case 'confirmed':
-        case 'attached':
           giveUp(new CorralError('UNAVAILABLE', `${rpc.where} ended the lock request for ${body.resource} (${news.event}) before granting it; retry`));
       }
     });
@@ -233,6 +241,12 @@ export class HeldLock {
   readonly fencingToken: bigint;
   readonly confirmEveryMs: number;
   readonly stopWithinMs: number;
+  /** The process group of the request is attached: the agent keeps the lock while it runs. */
+  readonly attached: boolean;
+  /** Not attached but guarded: the lock outlives this client by this much (undefined: not guarded). */
+  readonly guardedForMs: number | undefined;
+  /** Why an attach asked for was not made. */
+  readonly attachRefused: string | undefined;
   /** Created on first use of `lost`: most locks are released without anyone asking. */
   private lostController: AbortController | undefined;
   private lostReason: CorralError | undefined;
@@ -265,6 +279,9 @@ export class HeldLock {
     this.fencingToken = BigInt(granted.fencingToken);
     this.confirmEveryMs = granted.confirmEveryMs;
     this.stopWithinMs = granted.stopWithinMs;
+    this.attached = granted.attached === true;
+    this.guardedForMs = granted.guardedForMs;
+    this.attachRefused = granted.attachRefused;
     // The grant happened after the request was sent: counting from then is on the safe side.
     this.validUntil = sentAt + granted.validForMs;
     channel.listen(ref, (news) => this.hear(news));
@@ -311,11 +328,6 @@ export class HeldLock {
   /** The monotonic time (this process's clock) by which the work must have stopped if lost. */
   get deadline(): number {
     return this.validUntil;
-  }
-
-  /** Keeps the lock while process group `pgid` lives, even if this client dies (local agents only). */
-  async attach(pgid: number): Promise<void> {
-    await this.command({ op: 'attach', ref: this.ref, seq: 0, pgid }, this.channel.rpc.requestTimeoutMs);
   }
 
   /**
@@ -378,7 +390,6 @@ export class HeldLock {
         return this.lose(new CorralError('LOCK_LOST', `lost the lock on ${this.resource}: ${news.reason}`));
       case 'released':
       case 'confirmed':
-      case 'attached':
         return this.answer(news.seq, (p) => p.resolve(news));
       case 'failed':
         // The request itself failed after its grant (its stream broke on the agent): a loss.

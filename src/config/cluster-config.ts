@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { CorralError } from '../api/errors.js';
 import { parseGroupsSection, type ClusterGroupConfig } from './groups.js';
+import { expandNodeSet } from './nodeset.js';
 import { MapField, YamlView } from './yaml-view.js';
 
 export const NODE_NAME = /^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$/i;
@@ -22,8 +23,10 @@ export interface NodeConfig {
   socket: string;
   /** Where the agent keeps its state (and the store's journal on the coordinator). */
   dataDir: string;
-  /** Where the agent runs the processes it supervises. */
+  /** Where the agent runs the processes it supervises, and where relative fan-out paths lead. */
   workDir: string;
+  /** Directories fan-out may write into (push, scatter, mkdir); default: the work directory. */
+  writeRoots?: string[];
 }
 
 export interface Timings {
@@ -72,6 +75,8 @@ export interface ClusterConfig {
   timings: Timings;
   /** Resource groups declared here (docs/groups.md); the cluster runs what `corral reload` published. */
   groups: ClusterGroupConfig[];
+  /** Named node sets for `@name` in -w and -x (docs/fanout.md). */
+  nodegroups?: Record<string, string>;
 }
 
 export const defaultTimings: Timings = {
@@ -179,11 +184,31 @@ function parseNodes(root: MapField, dir: string): NodeConfig[] {
       entry.fail('socket', `the socket path ${socket} is longer than the 107 bytes a UNIX socket allows; choose a shorter path`);
     }
     const workDir = path.resolve(dir, entry.string('workDir') ?? path.join(dataDir, 'work'));
+    const roots = entry.stringList('writeRoots', { hint: 'directories fan-out may write into, e.g. [/srv/data]' });
+    const writeRoots = roots === undefined ? undefined : roots.map((r) => path.resolve(dir, r));
     entry.rejectUnknown();
-    nodes.push({ name, address, socket, dataDir, workDir });
+    nodes.push({ name, address, socket, dataDir, workDir, ...(writeRoots ? { writeRoots } : {}) });
   }
   if (nodes.length === 0) nodesMap.view.fail(nodesMap.node, 'nodes', 'list at least one node');
   return nodes;
+}
+
+/** `nodegroups: {web: "n[1-3]", db: n4}`: names for `@web` in node sets; each must expand. */
+function parseNodeGroups(root: MapField): Record<string, string> | undefined {
+  const m = root.map('nodegroups');
+  if (!m) return undefined;
+  const out: Record<string, string> = {};
+  for (const { key } of m.keys()) {
+    if (!NODE_NAME.test(key)) m.fail(key, 'a node group name is letters, digits, ".", "_" and "-"');
+    const expr = m.string(key, { required: true, hint: 'a node set, e.g. "n[1-3],web1"' });
+    try {
+      expandNodeSet(expr);
+    } catch (err) {
+      m.fail(key, (err as Error).message);
+    }
+    out[key] = expr;
+  }
+  return out;
 }
 
 /** Parses corral.yaml text. `file` names it in errors; relative paths resolve against its directory. */
@@ -208,8 +233,9 @@ export function parseClusterConfig(text: string, file: string): ClusterConfig {
   }
   const timings = parseTimings(root, timingDefaults(store.backend));
   const groups = parseGroupsSection(root, nodes.map((n) => n.name));
+  const nodegroups = parseNodeGroups(root);
   root.rejectUnknown();
-  return { file: abs, cluster, coordinator, pkiDir, store, nodes, join, timings, groups };
+  return { file: abs, cluster, coordinator, pkiDir, store, nodes, join, timings, groups, ...(nodegroups ? { nodegroups } : {}) };
 }
 
 export function loadClusterConfig(file: string): ClusterConfig {

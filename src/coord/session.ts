@@ -59,6 +59,18 @@ export class Session {
     return new Session(store, grant.id, grant.ttlSeconds, sentAt, opts);
   }
 
+  /**
+   * Keeps an existing lease alive from now on: a restarted agent taking back the keys its previous
+   * incarnation left under that lease. Fails with LEASE_NOT_FOUND when it is gone. The TTL is the
+   * one the store reports for the lease.
+   */
+  static async resume(store: Store, lease: LeaseId, opts: Omit<SessionOptions, 'ttlSeconds'>): Promise<Session> {
+    const clock = opts.clock ?? systemClock;
+    const sentAt = clock.now();
+    const { ttlSeconds } = await store.keepAlive(lease);
+    return new Session(store, lease, ttlSeconds, sentAt, { ...opts, ttlSeconds });
+  }
+
   get state(): SessionState {
     return this.stateValue;
   }

@@ -32,7 +32,9 @@ export type NodeOutcome =
   | { kind: 'exited'; code: number }
   | { kind: 'signaled'; signal: string }
   | { kind: 'timeout' }
-  | { kind: 'unreachable'; error: string };
+  | { kind: 'unreachable'; error: string }
+  /** Stopped before it finished because of --fail-fast or Ctrl-C (does not decide the exit status). */
+  | { kind: 'cancelled' };
 
 export interface NodeResult {
   node: string;
@@ -51,6 +53,8 @@ function outcomeText(o: NodeOutcome): string {
       return 'timed out';
     case 'unreachable':
       return `unreachable: ${o.error}`;
+    case 'cancelled':
+      return 'cancelled';
   }
 }
 
@@ -78,10 +82,11 @@ export interface Summary {
   killed: { node: string; signal: string }[];
   timedOut: string[];
   unreachable: { node: string; error: string }[];
+  cancelled: string[];
 }
 
 export function summarize(results: readonly NodeResult[]): Summary {
-  const s: Summary = { ok: [], failed: [], killed: [], timedOut: [], unreachable: [] };
+  const s: Summary = { ok: [], failed: [], killed: [], timedOut: [], unreachable: [], cancelled: [] };
   for (const r of results) {
     const o = r.outcome;
     if (o.kind === 'exited') {
@@ -89,6 +94,7 @@ export function summarize(results: readonly NodeResult[]): Summary {
       else s.failed.push({ node: r.node, code: o.code });
     } else if (o.kind === 'signaled') s.killed.push({ node: r.node, signal: o.signal });
     else if (o.kind === 'timeout') s.timedOut.push(r.node);
+    else if (o.kind === 'cancelled') s.cancelled.push(r.node);
     else s.unreachable.push({ node: r.node, error: o.error });
   }
   return s;
@@ -104,6 +110,7 @@ export function renderSummary(s: Summary): string {
   if (s.killed.length) lines.push(`killed: ${s.killed.length} (${s.killed.map((k) => `${k.node}: ${k.signal}`).join('; ')})`);
   if (s.timedOut.length) lines.push(`timed out: ${s.timedOut.length} (${foldNodeSet(s.timedOut)})`);
   if (s.unreachable.length) lines.push(`unreachable: ${s.unreachable.length} (${s.unreachable.map((u) => `${u.node}: ${u.error}`).join('; ')})`);
+  if (s.cancelled.length) lines.push(`cancelled: ${s.cancelled.length} (${foldNodeSet(s.cancelled)})`);
   return lines.join('\n') + '\n';
 }
 

@@ -102,6 +102,8 @@ function track(child: ChildProcess): void {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** A bound on a wait that must not keep the test process alive once the wait is over. */
+const bound = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms).unref());
 
 /** `n` distinct free TCP ports on 127.0.0.1 (held open together so they differ, then released). */
 async function freePorts(n: number): Promise<number[]> {
@@ -196,14 +198,14 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdClu
     } catch {
       // gone meanwhile
     }
-    const graceful = await Promise.race([m.exited.then(() => true), sleep(5_000).then(() => false)]);
+    const graceful = await Promise.race([m.exited.then(() => true), bound(5_000).then(() => false)]);
     if (!graceful) {
       try {
         process.kill(m.pid, 'SIGKILL');
       } catch {
         // gone meanwhile
       }
-      await Promise.race([m.exited, sleep(5_000)]);
+      await Promise.race([m.exited, bound(5_000)]);
     }
   };
 

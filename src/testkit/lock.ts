@@ -1,14 +1,17 @@
 // Test fixtures for `corral lock`: a temporary directory with its own runtime directory (so private
 // daemons keep their stores there) and its own socket paths, runs of the real CLI, long-running
-// holders as child processes, and a teardown that stops every daemon and child by pid.
+// holders as child processes, and a teardown that stops every daemon and child by pid. For the
+// cluster-wide path on etcd: a local cluster whose store is a real etcd (EtcdLockCluster).
 
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { isProcessAlive } from '../util/process.js';
 import { CORRAL, runCorral, type RunResult } from './cli.js';
-import { sleep, waitUntil } from './local.js';
+import { startEtcd, type EtcdCluster } from './etcd.js';
+import { LocalClusterFixture, sleep, waitUntil } from './local.js';
 
 /** A journal of `WHAT NANOSECONDS` lines that commands append (`echo first $(date +%s%N) >> LOG`). */
 export function timedEvents(file: string): Map<string, bigint> {
@@ -136,8 +139,43 @@ export class LockTestDir {
         // gone
       }
     }
+    // Commands whose corral lock was killed live on under their gates, out of the holders' trees:
+    // every process whose command line names this directory goes, with its process group.
+    const ownGroup = groupOf(process.pid);
+    for (const pid of processesMentioning(this.dir)) {
+      const group = groupOf(pid);
+      try {
+        if (group !== undefined && group !== ownGroup && group > 1) process.kill(-group, 'SIGKILL');
+        else process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+function groupOf(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Live processes (not this one) whose command line contains `text`. */
+function processesMentioning(text: string): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(text) && isProcessAlive(Number(entry))) out.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
 }
 
 /** Every live descendant of `pid` (children first seen in /proc). */
@@ -164,4 +202,42 @@ export function descendants(pid: number): number[] {
   };
   walk(pid);
   return out;
+}
+
+/**
+ * `corral local up -n SIZE --store etcd://...` on a fresh single-member etcd: where `corral lock
+ * --config` and `corral locks --config` run cluster-wide on etcd. start() in before(), stop() in
+ * after(): ends the agents and etcd by pid and removes their directories.
+ */
+export class EtcdLockCluster {
+  readonly local: LocalClusterFixture;
+  private etcdCluster: EtcdCluster | undefined;
+
+  constructor(readonly size = 1) {
+    this.local = new LocalClusterFixture(size);
+  }
+
+  /** The cluster configuration file (for --config). */
+  get config(): string {
+    return this.local.config;
+  }
+
+  get etcd(): EtcdCluster {
+    if (!this.etcdCluster) throw new Error('EtcdLockCluster.start() has not run');
+    return this.etcdCluster;
+  }
+
+  async start(): Promise<void> {
+    this.etcdCluster = await startEtcd({ members: 1 });
+    const r = await this.local.corral(['local', 'up', '-n', String(this.size), '--dir', this.local.dir, '--store', `etcd://${this.etcdCluster.endpoints.join(',')}`], { timeoutMs: 90_000 });
+    assert.equal(r.code, 0, `local up on etcd failed: ${r.stderr}${r.stdout}`);
+  }
+
+  async stop(): Promise<void> {
+    try {
+      await this.local.destroy();
+    } finally {
+      await this.etcdCluster?.stop();
+    }
+  }
 }

@@ -12,7 +12,7 @@ export type { ChannelHandlers, RpcChannel } from './client-channel.js';
 export type { Endpoint, TlsCredentials } from './types.js';
 
 /** node:http2's constants, without loading node:http2. */
-const constants = { NGHTTP2_CANCEL: 0x8 } as const;
+const constants = { NGHTTP2_NO_ERROR: 0x0, NGHTTP2_CANCEL: 0x8 } as const;
 
 export interface RpcClientOptions {
   /** Connecting, including the TLS handshake (default 5 s). */
@@ -34,6 +34,19 @@ export interface RpcStream<T> extends AsyncIterable<T> {
 }
 
 type Method = 'GET' | 'POST';
+
+/** The answer to open(): its status was 2xx; read it as NDJSON lines, raw bytes or one JSON value. */
+export interface OpenResponse {
+  contentType: string;
+  headers: Record<string, unknown>;
+  /** NDJSON lines; an {"error":...} line throws its CorralError. */
+  lines<T>(): AsyncGenerator<T>;
+  /** The raw body; a reset stream throws UNAVAILABLE. */
+  bytes(): AsyncGenerator<Buffer>;
+  json<T>(): Promise<T>;
+  /** Stops reading and cancels the request (and the input still being sent). */
+  cancel(): void;
+}
 
 interface Response {
   status: number;
@@ -172,6 +185,98 @@ export class RpcClient {
           );
     this.channels.add(channel);
     return channel;
+  }
+
+  /**
+   * A request for an `input` route: the body is `args` as one JSON line, then `input`'s bytes, sent
+   * with backpressure while the answer may already stream back (a command's stdin and output).
+   * Resolves at the response headers; a non-2xx answer rejects with the server's CorralError.
+   */
+  async open(path: string, args: unknown, opts: { input?: AsyncIterable<Buffer | Uint8Array>; signal?: AbortSignal; timeoutMs?: number } = {}): Promise<OpenResponse> {
+    const what = `POST ${path}`;
+    const { signal } = opts;
+    signal?.throwIfAborted();
+    const session = this.liveSession() ?? (await this.sessionWithin(opts.timeoutMs));
+    let req: ClientHttp2Stream;
+    try {
+      req = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/x-corral-input' }, { endStream: false });
+    } catch (err) {
+      throw this.lost(err, what);
+    }
+    this.hold(session, req);
+    const cancel = (): void => {
+      if (!req.closed) req.close(constants.NGHTTP2_CANCEL);
+    };
+    signal?.addEventListener('abort', cancel, { once: true });
+    req.once('close', () => signal?.removeEventListener('abort', cancel));
+    req.write(JSON.stringify(args ?? null) + '\n');
+    void this.sendInput(req, opts.input);
+    const timeoutMs = opts.timeoutMs ?? this.requestTimeoutMs;
+    const headers = await new Promise<Record<string, unknown>>((resolve, reject) => {
+      const done = (err: Error | undefined, h?: Record<string, unknown>): void => {
+        clearTimeout(timer);
+        req.off('response', onResponse).off('error', onError).off('close', onClose);
+        if (err) {
+          cancel();
+          reject(err);
+        } else resolve(h as Record<string, unknown>);
+      };
+      const onResponse = (h: Record<string, unknown>): void => done(undefined, h);
+      const onError = (err: Error): void => done(signal?.aborted ? reasonOf(signal) : this.lost(err, what));
+      const onClose = (): void => done(signal?.aborted ? reasonOf(signal) : this.lost(new Error(`stream closed (code ${req.rstCode})`), what));
+      const timer = setTimeout(() => done(this.timeout('POST', path, timeoutMs)), timeoutMs);
+      req.once('response', onResponse).once('error', onError).once('close', onClose);
+    });
+    const status = Number(headers[':status']);
+    const never = new AbortController().signal;
+    if (status < 200 || status > 299) this.decode(status, await this.readAll(req, signal ?? never, what), 'POST', path);
+    const contentType = typeof headers['content-type'] === 'string' ? headers['content-type'] : '';
+    return {
+      contentType,
+      headers,
+      lines: <T>() => this.parseLines<T>(req, signal ?? never, what),
+      bytes: () => this.rawBytes(req, what),
+      json: async <T>() => this.decode<T>(status, await this.readAll(req, signal ?? never, what), 'POST', path),
+      cancel,
+    };
+  }
+
+  /** Writes `input` into the request with backpressure, then ends it; stops quietly if the stream closes. */
+  private async sendInput(req: ClientHttp2Stream, input: AsyncIterable<Buffer | Uint8Array> | undefined): Promise<void> {
+    try {
+      if (input) {
+        for await (const chunk of input) {
+          if (req.closed || req.destroyed) return;
+          if (!req.write(chunk)) {
+            await new Promise<void>((resolve) => {
+              const go = (): void => {
+                req.off('drain', go).off('close', go);
+                resolve();
+              };
+              req.once('drain', go).once('close', go);
+            });
+          }
+        }
+      }
+      if (!req.closed && !req.destroyed) req.end();
+    } catch {
+      if (!req.closed) req.close(constants.NGHTTP2_CANCEL);
+    }
+  }
+
+  private async *rawBytes(req: ClientHttp2Stream, what: string): AsyncGenerator<Buffer> {
+    let ended = false;
+    req.once('end', () => (ended = true));
+    try {
+      for await (const chunk of req) yield chunk as Buffer;
+    } catch (err) {
+      throw this.lost(err, what);
+    } finally {
+      if (!req.closed && !req.readableEnded) req.close(constants.NGHTTP2_CANCEL);
+    }
+    if (!ended || (req.rstCode !== undefined && req.rstCode !== constants.NGHTTP2_NO_ERROR)) {
+      throw this.lost(new Error(`the stream was reset (code ${req.rstCode ?? '?'})`), what);
+    }
   }
 
   /** Ends the session and every channel at once; calls and streams in flight fail with UNAVAILABLE. */

@@ -55,7 +55,8 @@ function tlsSocket(endpoint: Exclude<Endpoint, { kind: 'unix' }>): Socket {
 }
 
 function tlsOptions(endpoint: Exclude<Endpoint, { kind: 'unix' }>): ConnectionOptions {
-  const base = { host: endpoint.host, port: endpoint.port, ALPNProtocols: ['h2'], ...TLS13 };
+  // noDelay: small frames (a request, a window update) must not wait for Nagle and delayed ACKs.
+  const base = { host: endpoint.host, port: endpoint.port, ALPNProtocols: ['h2'], noDelay: true, ...TLS13 };
   if (endpoint.kind === 'psk') {
     const { identity, key } = endpoint;
     // No certificate in a PSK handshake: knowing the key is what authenticates the server.

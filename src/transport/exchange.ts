@@ -5,7 +5,7 @@ import { constants, type IncomingHttpHeaders, type ServerHttp2Stream } from 'nod
 import { CorralError, type WireError } from '../api/errors.js';
 import type { Logger } from '../util/log.js';
 import { ChannelExchange } from './channel.js';
-import { isRouteMiss, type Route, type RouteTable, type RpcMethod, type RpcRequest } from './routes.js';
+import { isRouteMiss, RawResponse, type Route, type RouteTable, type RpcMethod, type RpcRequest } from './routes.js';
 import type { PeerIdentity } from './types.js';
 
 export interface ExchangeHost {
@@ -79,7 +79,7 @@ export class Exchange {
         return this.fail(new CorralError('FORBIDDEN', `${describePeer(this.peer)} may not call ${method} ${path}`));
       }
       if (route.kind === 'channel') return await this.channel(route, path);
-      const body = await this.readBody(headers);
+      const body = route.input ? await this.readHead() : await this.readBody(headers);
       const query = new URLSearchParams(q < 0 ? '' : rawPath.slice(q + 1));
       const signal = (): AbortSignal => this.signal;
       await this.answer(route, {
@@ -88,6 +88,7 @@ export class Exchange {
         query,
         body,
         peer: this.peer,
+        ...(route.input ? { input: this.stream } : {}),
         get signal() {
           return signal();
         },
@@ -114,8 +115,95 @@ export class Exchange {
   private async answer(route: Extract<Route, { kind: 'call' }>, req: RpcRequest): Promise<void> {
     const out = route.handler(req);
     const value: unknown = isAsyncIterable(out) ? out : await out;
+    if (value instanceof RawResponse) return this.pumpRaw(value);
     if (isAsyncIterable(value)) return this.pump(value);
     this.reply(200, JSON.stringify(value ?? null));
+  }
+
+  /**
+   * The first line of an `input` route's body: its JSON arguments. The bytes after the newline are
+   * pushed back, so the handler reads exactly the input that follows.
+   */
+  private async readHead(): Promise<unknown> {
+    const { stream } = this;
+    const limit = this.host.maxBodyBytes;
+    if (stream.endAfterHeaders) return undefined;
+    const head = await new Promise<Buffer | undefined>((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      const finish = (err: CorralError | undefined, line?: Buffer, rest?: Buffer): void => {
+        clearTimeout(timer);
+        stream.off('data', onData).off('end', onEnd).off('close', onClose);
+        stream.pause();
+        if (err) return reject(err);
+        if (rest && rest.length > 0) stream.unshift(rest);
+        resolve(line);
+      };
+      const onData = (chunk: Buffer): void => {
+        const newline = chunk.indexOf(10);
+        if (newline < 0) {
+          size += chunk.length;
+          if (size > limit) finish(tooLarge(limit));
+          else chunks.push(chunk);
+          return;
+        }
+        chunks.push(chunk.subarray(0, newline));
+        finish(undefined, Buffer.concat(chunks), chunk.subarray(newline + 1));
+      };
+      const onEnd = (): void => finish(undefined, size === 0 ? undefined : Buffer.concat(chunks));
+      const onClose = (): void => finish(new CorralError('UNAVAILABLE', 'the client went away'));
+      const timer = setTimeout(
+        () => finish(new CorralError('TIMEOUT', `request arguments not received within ${this.host.bodyTimeoutMs} ms`)),
+        this.host.bodyTimeoutMs,
+      );
+      stream.on('data', onData).once('end', onEnd).once('close', onClose);
+    });
+    if (head === undefined || head.length === 0) return undefined;
+    try {
+      return JSON.parse(head.toString('utf8')) as unknown;
+    } catch (err) {
+      throw new CorralError('BAD_REQUEST', `request arguments are not valid JSON (${(err as Error).message})`);
+    }
+  }
+
+  /** Answers with raw bytes; a failure after the headers resets the stream, so the client sees it. */
+  private async pumpRaw(raw: RawResponse): Promise<void> {
+    const { stream } = this;
+    const iterator = raw.body[Symbol.asyncIterator]();
+    if (!this.open()) return void closeIterator(iterator);
+    stream.respond({ ':status': 200, 'content-type': 'application/octet-stream', ...raw.headers });
+    const aborted = abortPromise(this.signal);
+    try {
+      for (;;) {
+        const next = iterator.next();
+        next.catch(noop);
+        const step = await Promise.race([next, aborted]);
+        if (step === ABORTED) {
+          void closeIterator(iterator);
+          if (this.open()) stream.close(constants.NGHTTP2_CANCEL);
+          return;
+        }
+        if (step.done) break;
+        if (!stream.write(step.value) && (await Promise.race([drained(stream), aborted])) === ABORTED) {
+          void closeIterator(iterator);
+          if (this.open()) stream.close(constants.NGHTTP2_CANCEL);
+          return;
+        }
+      }
+    } catch (err) {
+      this.host.logger.debug({ err }, 'raw response failed mid-way');
+      if (this.open()) stream.close(constants.NGHTTP2_INTERNAL_ERROR);
+      return;
+    }
+    this.answered = true;
+    if (this.open()) stream.end();
+    this.discardInput();
+  }
+
+  /** A handler that answered without reading all its input: tell the client to stop sending. */
+  private discardInput(): void {
+    const { stream } = this;
+    if (!stream.endAfterHeaders && !stream.readableEnded && this.open()) stream.close(constants.NGHTTP2_NO_ERROR);
   }
 
   private async readBody(headers: IncomingHttpHeaders): Promise<unknown> {
@@ -185,6 +273,7 @@ export class Exchange {
     if (failure === undefined && !done && this.closingServer) failure = shuttingDown();
     this.answered = true;
     stream.end(failure === undefined ? undefined : JSON.stringify({ error: this.toWire(failure) }) + '\n');
+    this.discardInput();
   }
 
   private fail(err: unknown, status?: number): void {

@@ -14,11 +14,19 @@ export interface RpcRequest {
   /** The parsed JSON body; undefined when the request had none. */
   body: unknown;
   peer: PeerIdentity;
+  /**
+   * Routes added with `input: true`: the request body's bytes after its first line (that line is
+   * the JSON `body`). Unread input is discarded when the handler answers.
+   */
+  input?: NodeJS.ReadableStream & AsyncIterable<Buffer>;
   /** Aborts when the client goes away or the server closes; streaming handlers must honour it. */
   signal: AbortSignal;
 }
 
-/** A Promise answers once (application/json); an AsyncIterable is a stream (application/x-ndjson). */
+/**
+ * A Promise answers once (application/json); an AsyncIterable is a stream (application/x-ndjson);
+ * a Promise of a RawResponse answers with bytes (application/octet-stream).
+ */
 export type RpcHandler = (req: RpcRequest) => Promise<unknown> | AsyncIterable<unknown>;
 
 /** One channel: the client's messages as they arrive, while the handler's output goes back. */
@@ -34,16 +42,30 @@ export interface ChannelRequest {
 /** Yields the messages to send back; the channel ends when it returns (or throws: a final error line). */
 export type ChannelHandler = (req: ChannelRequest) => AsyncIterable<unknown>;
 
+/** An answer of raw bytes (a file's content), sent with backpressure; an error mid-way resets the stream. */
+export class RawResponse {
+  constructor(
+    readonly body: AsyncIterable<Buffer | Uint8Array>,
+    /** Extra response headers (lower-case names, ASCII values). */
+    readonly headers: Record<string, string> = {},
+  ) {}
+}
+
 export interface RouteOptions {
   /**
    * Who may call the route. The default admits local (UNIX socket) and mutual-TLS peers but not
    * PSK peers: a joining node reaches only the routes that name it explicitly.
    */
   allow?: (peer: PeerIdentity) => boolean;
+  /**
+   * The body is one JSON line (parsed into `body`, at most maxBodyBytes) followed by raw bytes the
+   * handler reads from `input` as they arrive (a file's content, a command's stdin).
+   */
+  input?: boolean;
 }
 
 export type Route =
-  | { kind: 'call'; handler: RpcHandler; allow: (peer: PeerIdentity) => boolean }
+  | { kind: 'call'; handler: RpcHandler; allow: (peer: PeerIdentity) => boolean; input: boolean }
   | { kind: 'channel'; handler: ChannelHandler; allow: (peer: PeerIdentity) => boolean };
 
 /** A channel is reached by POST over HTTP/2. */
@@ -64,7 +86,7 @@ export class RouteTable {
 
   add(method: RpcMethod, path: string, handler: RpcHandler, opts: RouteOptions = {}): void {
     if (method !== 'GET' && method !== 'POST') throw new CorralError('INTERNAL', `unsupported method ${String(method)}`);
-    this.set(method, path, { kind: 'call', handler, allow: opts.allow ?? defaultAllow });
+    this.set(method, path, { kind: 'call', handler, allow: opts.allow ?? defaultAllow, input: opts.input ?? false });
   }
 
   addChannel(path: string, handler: ChannelHandler, opts: RouteOptions = {}): void {

@@ -215,6 +215,8 @@ export class RpcServer {
     this.listeners.push(listener);
     server.maxConnections = this.opts.maxConnections;
     server.on('connection', (socket: Socket) => {
+      // TCP: small HTTP/2 frames must not wait for Nagle and the peer's delayed ACK (40 ms stalls).
+      if (typeof socket.setNoDelay === 'function' && socket.remoteAddress !== undefined) socket.setNoDelay(true);
       listener.sockets.add(socket);
       socket.once('close', () => listener.sockets.delete(socket));
     });

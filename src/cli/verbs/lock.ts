@@ -38,7 +38,7 @@ const spec: VerbSpec = {
     { name: 'config-file', short: 'c', type: 'string', value: 'FILE', description: 'read settings from a FLoM configuration file (INI)' },
     { name: 'config', type: 'string', value: 'FILE', description: 'cluster-wide lock through the local agent of this cluster (also $CORRAL_CONFIG)' },
     { name: 'on-lost', type: 'string', value: 'kill|warn', description: 'if the lock is lost: stop CMD (kill, default) or only warn; both exit 98' },
-    { name: 'foreground', type: 'boolean', description: "run CMD in corral lock's process group (terminal job control); only CMD itself is signalled" },
+    { name: 'foreground', type: 'boolean', description: "run CMD in corral lock's process group and session: it keeps the terminal (/dev/tty prompts such as sudo's, job control); only CMD itself is signalled" },
     { name: 'ignore-signal', type: 'string', multiple: true, value: 'SIG', description: 'ignore SIG (name or number) and do not forward it to CMD, as flom does' },
     { name: 'quiesce-exit', short: 'x', type: 'boolean', description: 'ask the private daemon to exit once idle' },
     { name: 'immediate-exit', short: 'X', type: 'boolean', description: 'ask the private daemon to exit now (holders lose their locks and stop their commands)' },
@@ -66,10 +66,11 @@ const spec: VerbSpec = {
     unsupported('unique-id', 'unique ids (nodes are named by the cluster configuration)', undefined, 'boolean'),
     unsupported('debug-feature', 'debug features'),
   ],
-  details: `Takes the lock, runs CMD (without a shell, as the leader of its own process group), releases
-the lock when CMD ends and exits with CMD's status (128+N if a signal N killed it). A set,
-sequence or timestamp resource's element is appended to CMD's arguments and exported as
-CORRAL_LOCK_VALUE; the fencing token (strictly increasing across grants) as CORRAL_FENCE.
+  details: `Takes the lock, runs CMD (without a shell, in a process group of its own, through a gate
+process that starts CMD only once the lock is granted), releases the lock when CMD ends and exits
+with CMD's status (128+N if a signal N killed it). A set, sequence or timestamp resource's element
+is appended to CMD's arguments and exported as CORRAL_LOCK_VALUE; the fencing token (strictly
+increasing across grants) as CORRAL_FENCE.
 
 Where the lock lives: with no --config, $CORRAL_CONFIG or -a, on a private daemon on a per-user
 socket (-s for another), started in the background if none answers (-d sets its idle lifespan),
@@ -80,7 +81,14 @@ Signals INT, TERM, HUP, QUIT, USR1 and USR2 are forwarded to CMD, which keeps th
 exits (--ignore-signal SIG: ignored and not forwarded, as flom). If the lock is lost (the daemon
 or agent dies or is cut off, or its session ends), corral lock says so, sends SIGTERM to CMD's
 process group and SIGKILL before anyone else can be granted the lock, and exits 98. If corral
-lock itself is killed, a local agent keeps the lock until CMD's process group has ended.
+lock itself is killed, a local agent keeps the lock until CMD's process group has ended (even
+across a crash and restart of the agent); where the group cannot be attached (-a, another user's
+daemon, --foreground), the gate stops CMD and the agent keeps the lock until it has. See
+docs/locks.md.
+
+CMD runs in a session of its own, without a controlling terminal (Node cannot make a process group
+inside the terminal's session): a program that prompts on /dev/tty (sudo, ssh) fails there. Use
+--foreground for such commands, or sudo -S (stdin is still the terminal).
 
 Requests are granted first come, first served among incompatible ones (flom lets readers starve
 writers). -c FILE reads flom's INI settings: [Resource] Name Timeout Quantity LockMode Create
@@ -158,15 +166,23 @@ async function runLock(args: ParsedArgs, io: CliIO): Promise<number> {
       throw new CorralError('USAGE', `--${opt.name}${opt.short ? ` (-${opt.short})` : ''}: ${opt.description} is not supported by corral; see 'corral help lock'`);
     }
   }
-  const settings = await resolveSettings(args, io);
-  const target = chooseTarget(settings, io.env);
-  if (o['quiesce-exit'] === true || o['immediate-exit'] === true) return await shutdownDaemon(target, o['immediate-exit'] === true, io);
-  if (args.command.length === 0) {
-    io.stderr('corral lock: No command to execute! Give it after --: corral lock [options] -- CMD [ARGS...]\n');
-    return 97;
+  const shutdown = o['quiesce-exit'] === true || o['immediate-exit'] === true;
+  // CMD's gate starts first, so that its start-up overlaps everything else corral lock does.
+  const gate = !shutdown && args.command.length > 0 ? await startGate(o.foreground === true) : undefined;
+  try {
+    const settings = await resolveSettings(args, io);
+    const target = chooseTarget(settings, io.env);
+    if (shutdown) return await shutdownDaemon(target, o['immediate-exit'] === true, io);
+    if (gate === undefined) {
+      io.stderr('corral lock: No command to execute! Give it after --: corral lock [options] -- CMD [ARGS...]\n');
+      return 97;
+    }
+    if (settings.verbose) printSettings(settings, target, io);
+    return await lockAndRun(args.command, settings, target, gate, io);
+  } finally {
+    // Told to run CMD, it ends with CMD; otherwise it goes now (a bad option, a failed request).
+    gate?.abandon();
   }
-  if (settings.verbose) printSettings(settings, target, io);
-  return await lockAndRun(args.command, settings, target, io);
 }
 
 // --- settings ---------------------------------------------------------------------------------
@@ -475,34 +491,35 @@ async function shutdownDaemon(target: Target, immediate: boolean, io: CliIO): Pr
 
 // --- running the command ------------------------------------------------------------------------
 
-async function lockAndRun(command: string[], s: Settings, target: Target, io: CliIO): Promise<number> {
-  const { spawn } = await import('node:child_process');
+async function lockAndRun(command: string[], s: Settings, target: Target, gate: Gate, io: CliIO): Promise<number> {
   const { constants } = await import('node:os');
   const start = clock.now();
   const deadline = s.timeoutMs > 0 ? start + s.timeoutMs : Number.POSITIVE_INFINITY;
 
+  // CMD runs through the gate (cli/lock-gate.ts), already starting: it leads CMD's process group
+  // (unless --foreground) and starts CMD only when told to, once the lock is granted with that
+  // group attached.
+  const pgid = s.foreground ? undefined : gate.pid;
+  const waiting = new AbortController();
+  void gate.exited.then(() => {
+    if (!gate.told) waiting.abort(new CorralError('INTERNAL', `the gate process that was to run CMD exited before the lock was granted; see 'corral help lock'`));
+  });
+
   // Signals: before CMD runs they abandon the request (and corral lock exits as if killed);
   // afterwards they go to CMD, which keeps the lock until it exits.
-  let child: import('node:child_process').ChildProcess | undefined;
-  let pgid: number | undefined;
-  const waiting = new AbortController();
+  let running = false;
   let signalledWhileWaiting: NodeJS.Signals | undefined;
   const handlers = new Map<NodeJS.Signals, () => void>();
   for (const sig of FORWARDED) {
     const ignored = s.ignored.includes(sig);
     const handler = (): void => {
       if (ignored) return;
-      if (child === undefined) {
+      if (!running) {
         signalledWhileWaiting ??= sig;
         waiting.abort(new Error(`received ${sig}`));
         return;
       }
-      try {
-        if (pgid !== undefined) process.kill(-pgid, sig);
-        else child.kill(sig);
-      } catch {
-        // CMD already gone
-      }
+      gate.signalCommand(sig);
     };
     handlers.set(sig, handler);
     process.on(sig, handler);
@@ -519,11 +536,11 @@ async function lockAndRun(command: string[], s: Settings, target: Target, io: Cl
     // (an orphaned process group ignores SIGTSTP), so corral lock stops it and then itself, and
     // continues it when continued. The lock stays held meanwhile.
     const onStop = (): void => {
-      if (pgid !== undefined) signalCommand(undefined, pgid, 'SIGSTOP');
+      if (running) gate.signalCommand('SIGSTOP');
       process.kill(process.pid, 'SIGSTOP');
     };
     const onContinue = (): void => {
-      if (pgid !== undefined) signalCommand(undefined, pgid, 'SIGCONT');
+      if (running) gate.signalCommand('SIGCONT');
     };
     for (const [sig, handler] of [['SIGTSTP', onStop], ['SIGCONT', onContinue]] as const) {
       handlers.set(sig, handler);
@@ -543,7 +560,11 @@ async function lockAndRun(command: string[], s: Settings, target: Target, io: Cl
     pid: process.pid,
     command: command.join(' ').slice(0, 1024),
     signal: waiting.signal,
+    // Attached, the agent keeps the lock while CMD's group runs even if corral lock dies; where
+    // it cannot (remote agent, another user's daemon), guarded: the gate stops CMD then.
+    guard: true,
   };
+  if (pgid !== undefined) lockOptions.attach = { pgid, secret: gate.secret };
   if (s.quantity !== undefined) lockOptions.quantity = s.quantity;
 
   let rpc: RpcClient;
@@ -557,6 +578,7 @@ async function lockAndRun(command: string[], s: Settings, target: Target, io: Cl
           : await acquireTls(target, s, lockOptions, deadline));
   } catch (err) {
     unhook();
+    gate.abandon();
     if (signalledWhileWaiting) return 128 + (constants.signals[signalledWhileWaiting] ?? 0);
     // The agent counts the time left when it got the request; the user gave the whole deadline.
     if (isCorralError(err, 'LOCK_TIMEOUT')) throw new CorralError('LOCK_TIMEOUT', `The lock on ${s.resource} was not obtained because timeout (${s.timeoutMs} milliseconds) expired`);
@@ -565,51 +587,54 @@ async function lockAndRun(command: string[], s: Settings, target: Target, io: Cl
 
   const value = held.value;
   if (s.verbose && value !== undefined) io.stdout(`Locked element is '${value}'\n`);
+  if (s.verbose && held.attachRefused !== undefined) {
+    io.stderr(`corral lock: note: CMD's process group is not attached (${held.attachRefused}); if corral lock is killed, CMD is stopped\n`);
+  }
   const argv = value !== undefined ? [...command, value] : command;
   const env: NodeJS.ProcessEnv = { ...io.env, CORRAL_FENCE: held.fencingToken.toString() };
   if (value !== undefined) env.CORRAL_LOCK_VALUE = value;
   else delete env.CORRAL_LOCK_VALUE;
 
+  testStop(io.env, 'granted');
+  running = true;
+  gate.run({
+    argv,
+    env,
+    ifParentDies: held.attached ? 'keep' : s.foreground ? 'stop-command' : 'stop-group',
+    stopWithinMs: held.guardedForMs ?? held.stopWithinMs,
+  });
+  testStop(io.env, 'started');
+
   let lost: Error | undefined;
   let killTimer: NodeJS.Timeout | undefined;
-  const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null } | { error: NodeJS.ErrnoException }>((resolve) => {
-    const c = spawn(argv[0] as string, argv.slice(1), { stdio: 'inherit', detached: !s.foreground, env });
-    child = c;
-    // Known at once (undefined if the spawn failed): a signal that comes before 'spawn' is not lost.
-    if (!s.foreground) pgid = c.pid;
-    c.once('error', (error: NodeJS.ErrnoException) => resolve({ error }));
-    c.once('spawn', () => {
-      // A local agent keeps the lock while CMD's group runs, even if corral lock dies.
-      if (pgid !== undefined && target.kind !== 'tls') held.attach(pgid).catch(() => undefined);
-    });
-    c.once('exit', (code, signal) => resolve({ code, signal }));
-    const onLost = (): void => {
-      lost = held.lost.reason as Error;
-      if (s.onLost === 'warn') {
-        io.stderr(`corral lock: ${lost.message}; CMD keeps running unprotected (--on-lost warn) [LOCK_LOST]\n`);
-        return;
-      }
-      const killIn = Math.max(0, held.deadline - clock.now() - KILL_MARGIN_MS);
-      io.stderr(`corral lock: ${lost.message}; stopping CMD: SIGTERM now, SIGKILL in ${Math.round(killIn)} ms [LOCK_LOST]\n`);
-      signalCommand(c, pgid, 'SIGTERM');
-      killTimer = setTimeout(() => signalCommand(c, pgid, 'SIGKILL'), killIn);
-    };
-    if (held.lost.aborted) onLost();
-    else held.lost.addEventListener('abort', onLost, { once: true });
-  });
+  const onLost = (): void => {
+    lost = held.lost.reason as Error;
+    if (s.onLost === 'warn') {
+      io.stderr(`corral lock: ${lost.message}; CMD keeps running unprotected (--on-lost warn) [LOCK_LOST]\n`);
+      return;
+    }
+    const killIn = Math.max(0, held.deadline - clock.now() - KILL_MARGIN_MS);
+    io.stderr(`corral lock: ${lost.message}; stopping CMD: SIGTERM now, SIGKILL in ${Math.round(killIn)} ms [LOCK_LOST]\n`);
+    gate.signalCommand('SIGTERM');
+    killTimer = setTimeout(() => gate.signalCommand('SIGKILL'), killIn);
+  };
+  if (held.lost.aborted) onLost();
+  else held.lost.addEventListener('abort', onLost, { once: true });
+  const exit = await gate.outcome;
 
   if ('error' in exit) {
     unhook();
+    clearTimeout(killTimer);
     await held.release({ rollback: true }).catch(() => undefined);
     await rpc.close();
-    io.stderr(`corral lock: Unable to execute command '${argv[0]}' (${exit.error.code ?? exit.error.message})\n`);
+    io.stderr(`corral lock: Unable to execute command '${argv[0]}' (${exit.error.code})\n`);
     return 97;
   }
   if (lost !== undefined && s.onLost === 'kill' && pgid !== undefined) {
     // CMD has exited; what else runs in its group must be gone too before the lock can expire.
     const { processGroupAlive } = await import('../../util/process-group.js');
     while (processGroupAlive(pgid) && clock.now() < held.deadline) await new Promise((r) => setTimeout(r, 10));
-    signalCommand(undefined, pgid, 'SIGKILL');
+    gate.signalCommand('SIGKILL');
   }
   clearTimeout(killTimer);
   const status = exit.code ?? 128 + (exit.signal ? (constants.signals[exit.signal] ?? 0) : 0);
@@ -624,13 +649,107 @@ async function lockAndRun(command: string[], s: Settings, target: Target, io: Cl
   return lost !== undefined ? 98 : status;
 }
 
-function signalCommand(child: import('node:child_process').ChildProcess | undefined, pgid: number | undefined, sig: NodeJS.Signals): void {
-  try {
-    if (pgid !== undefined) process.kill(-pgid, sig);
-    else child?.kill(sig);
-  } catch {
-    // gone
+/**
+ * For tests only: CORRAL_LOCK_TEST_STOP_AT=granted (the lock granted, CMD not yet told to run) or
+ * =started (CMD just told to run) makes corral lock stop itself (SIGSTOP) right there, so that a
+ * test can kill it (SIGKILL) at that exact point. Not for use otherwise.
+ */
+function testStop(env: NodeJS.ProcessEnv, at: 'granted' | 'started'): void {
+  if (env.CORRAL_LOCK_TEST_STOP_AT === at) process.kill(process.pid, 'SIGSTOP');
+}
+
+type GateOutcome = { code: number | null; signal: NodeJS.Signals | null } | { error: { code: string; message: string } };
+
+interface Gate {
+  pid: number;
+  /** The secret in the gate's environment that proves its group was started for this request. */
+  secret: string;
+  /** Whether it has been told to run CMD. */
+  told: boolean;
+  /** Resolves when the gate process exits. */
+  exited: Promise<void>;
+  /** CMD's outcome: its status, or why it could not be started. */
+  outcome: Promise<GateOutcome>;
+  run(message: { argv: string[]; env: NodeJS.ProcessEnv; ifParentDies: 'keep' | 'stop-group' | 'stop-command'; stopWithinMs: number }): void;
+  /** No CMD after all: the gate exits. */
+  abandon(): void;
+  /** Signals CMD's process group (or, --foreground, CMD alone). */
+  signalCommand(sig: NodeJS.Signals): void;
+}
+
+/** Starts the gate: in a session of its own (CMD's group), or in corral lock's own with --foreground. */
+async function startGate(foreground: boolean): Promise<Gate> {
+  const [{ spawn }, { randomBytes }, { fileURLToPath }] = await Promise.all([import('node:child_process'), import('node:crypto'), import('node:url')]);
+  const secret = randomBytes(16).toString('hex');
+  const script = fileURLToPath(new URL('../lock-gate.js', import.meta.url));
+  // Its own environment is the secret alone (no NODE_OPTIONS, no CA bundle to load): CMD's comes with "run".
+  const child = spawn(process.execPath, [script], { stdio: ['inherit', 'inherit', 'inherit', 'pipe'], detached: !foreground, env: { CORRAL_LOCK_GATE: secret } });
+  const pid = child.pid;
+  if (pid === undefined) {
+    const error = await new Promise<Error>((resolve) => child.once('error', resolve));
+    throw new CorralError('INTERNAL', `could not start ${process.execPath} to run CMD: ${error.message}`);
   }
+  const channel = child.stdio[3] as import('node:net').Socket;
+  channel.setEncoding('utf8');
+  channel.on('error', () => undefined);
+  let cmdPid: number | undefined;
+  const pending: NodeJS.Signals[] = [];
+  let buffer = '';
+  let reported: GateOutcome | undefined;
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  // The gate's last messages may still be unread when it is seen to exit: its report counts once
+  // the channel has ended (bounded, should anything else hold the channel open).
+  const drained = new Promise<void>((resolve) => {
+    channel.once('close', resolve);
+    void exited.then(() => setTimeout(resolve, 2000).unref());
+  });
+  const signalCommand = (sig: NodeJS.Signals): void => {
+    try {
+      if (!foreground) process.kill(-pid, sig);
+      else if (cmdPid !== undefined) process.kill(cmdPid, sig);
+      else pending.push(sig);
+    } catch {
+      // gone
+    }
+  };
+  channel.on('data', (chunk: string) => {
+    buffer += chunk;
+    for (let nl = buffer.indexOf('\n'); nl >= 0; nl = buffer.indexOf('\n')) {
+      const line = buffer.slice(0, nl);
+      buffer = buffer.slice(nl + 1);
+      try {
+        const m = JSON.parse(line) as { spawned?: number; error?: { code: string; message: string }; exit?: number | null; signal?: NodeJS.Signals | null };
+        if (typeof m.spawned === 'number') {
+          cmdPid = m.spawned;
+          for (const sig of pending.splice(0)) signalCommand(sig);
+        } else if (m.error !== undefined) reported ??= { error: m.error };
+        else if ('exit' in m) reported ??= { code: m.exit ?? null, signal: m.signal ?? null };
+      } catch {
+        // not a message
+      }
+    }
+  });
+  const gate: Gate = {
+    pid,
+    secret,
+    told: false,
+    exited: exited.then(() => undefined),
+    // The gate's own status stands in for CMD's when it died without reporting (killed).
+    outcome: Promise.all([exited, drained]).then(([own]) => {
+      if (reported !== undefined) return reported;
+      if (cmdPid === undefined) return { error: { code: `the gate exited (${own.signal ?? `status ${own.code}`}) before starting it`, message: '' } };
+      return own;
+    }),
+    run(message) {
+      gate.told = true;
+      channel.write(`${JSON.stringify({ run: message })}\n`);
+    },
+    abandon() {
+      if (!gate.told) channel.destroy();
+    },
+    signalCommand,
+  };
+  return gate;
 }
 
 export const verb: Verb = { spec, run };

@@ -94,6 +94,7 @@ class LockAcquisition {
       owner: plan.owner,
       since: new Date(clock.wallNow()).toISOString(),
       idleLifespanMs: plan.idleLifespanMs,
+      ...(plan.group ? { group: plan.group } : {}),
     };
   }
 

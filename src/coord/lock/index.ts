@@ -6,12 +6,13 @@
 //   try { await work(lock.fencingToken); } finally { await lock.release(); }
 
 export { acquire, type AcquireOptions } from './acquire.js';
+export { grantOf, groupLocksOf, type LeaseLocks } from './adopt.js';
 export { LockGrant, type LockSession, type ReleaseOptions } from './grant.js';
 export { decide, keysAhead, type Decision, type LockAsk } from './grant-rule.js';
 export { LOCKS_PREFIX, parseWaiterKey, resourceKeys, type ResourceKeys } from './keys.js';
 export { listLocks, type LockEntryInfo, type LockListing, type ResourceLocks } from './list.js';
 export { compatible, isLockMode, LOCK_MODE_LONG_NAMES, LOCK_MODES, lockModeNumber, parseLockMode, type LockMode } from './modes.js';
-export type { LockOwner } from './records.js';
+export type { LockGroupRecord, LockOwner, WaiterEntry } from './records.js';
 export type { LockRequest } from './request.js';
 export { allowedModes, DEFAULT_RESOURCE_NAME, effectiveMode, parseResourceName, pathsRelated, type Resource, type ResourceKind } from './resource.js';
 export type { ResourceState } from './resource-state.js';

@@ -53,6 +53,38 @@ function tryParse(name: string): Resource | undefined {
   }
 }
 
+/**
+ * The keys among `entries` (waiter keys, any resources) that hold their lock, by the rule the
+ * recipe grants with, as of the revision they were read at.
+ */
+export function holdingKeys(entries: readonly WaiterEntry[]): Set<string> {
+  const holding = new Set<string>();
+  for (const group of scanGroups(entries).values()) {
+    for (const e of group) {
+      const resource = tryParse(e.resourceName);
+      if (resource !== undefined && holds(e, resource, group)) holding.add(e.key);
+    }
+  }
+  return holding;
+}
+
+/** Keys that may conflict share a scan group: a resource, or a hierarchical root. */
+function scanGroups(entries: readonly WaiterEntry[]): Map<string, WaiterEntry[]> {
+  const groups = new Map<string, WaiterEntry[]>();
+  for (const e of entries) {
+    const group = e.resourceName.startsWith('/') ? `/${e.resourceName.split('/')[1] ?? ''}` : e.resourceName;
+    const list = groups.get(group) ?? [];
+    list.push(e);
+    groups.set(group, list);
+  }
+  return groups;
+}
+
+function holds(e: WaiterEntry, resource: Resource, group: readonly WaiterEntry[]): boolean {
+  const ask = { resource, mode: e.record.mode, quantity: e.record.quantity };
+  return decide(ask, keysAhead(ask, e.resourceName, group, e.createRevision)).granted && (!hasState(resource) || e.record.value !== undefined);
+}
+
 export async function listLocks(store: Store): Promise<LockListing> {
   const { kvs, revision } = await store.range(LOCKS_PREFIX);
   const byName = new Map<string, ResourceLocks>();
@@ -65,20 +97,11 @@ export async function listLocks(store: Store): Promise<LockListing> {
     return r;
   };
 
-  // Keys that may conflict share a scan group: a resource, or a hierarchical root.
-  const groups = new Map<string, WaiterEntry[]>();
-  for (const e of waiterEntries(kvs)) {
-    const group = e.resourceName.startsWith('/') ? `/${e.resourceName.split('/')[1] ?? ''}` : e.resourceName;
-    const list = groups.get(group) ?? [];
-    list.push(e);
-    groups.set(group, list);
-  }
-  for (const entries of groups.values()) {
+  for (const entries of scanGroups(waiterEntries(kvs)).values()) {
     for (const e of entries) {
       const resource = tryParse(e.resourceName);
       if (resource === undefined) continue;
-      const ask = { resource, mode: e.record.mode, quantity: e.record.quantity };
-      const granted = decide(ask, keysAhead(ask, e.resourceName, entries, e.createRevision)).granted && (!hasState(resource) || e.record.value !== undefined);
+      const granted = holds(e, resource, entries);
       const info: LockEntryInfo = {
         key: e.key,
         resource: e.resourceName,

@@ -4,13 +4,13 @@
 // overlapped and that tokens rose in the order grants happened (checkTokenOrder).
 
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { isCorralError } from '../../api/errors.js';
 import { faultyStore } from '../../testkit/faulty-store.js';
 import type { Store } from '../../store/store.js';
 import { Session } from '../session.js';
 import { acquire } from './acquire.js';
-import { openLockFixture, sleep, type LockFixture } from './fixtures.js';
+import { LOCK_BACKENDS, sleep, useLockFixture } from './fixtures.js';
 import type { LockGrant } from './grant.js';
 import { compatible, LOCK_MODES, type LockMode } from './modes.js';
 import { pathsRelated } from './resource.js';
@@ -109,118 +109,114 @@ interface Scenario {
   stallRound?: number;
 }
 
-describe('mutual exclusion under concurrency on the embedded store', () => {
-  let fx: LockFixture;
-  before(async () => {
-    fx = await openLockFixture();
-  });
-  after(async () => {
-    await fx.close();
-  });
+for (const backend of LOCK_BACKENDS) {
+  describe(`mutual exclusion under concurrency on the ${backend} store`, () => {
+    const fx = useLockFixture(backend);
 
-  async function runScenario(scenario: Scenario): Promise<{ tenures: Tenure[]; refused: number }> {
-    const tenures: Tenure[] = [];
-    let refused = 0;
-    const worker = async (w: number): Promise<void> => {
-      const rand = random(scenario.seed * 1000 + w);
-      const faulty = w === 1 && scenario.stallRound !== undefined ? faultyStore(fx.store) : undefined;
-      const store: Store = faulty?.store ?? fx.store;
-      const mortal = (w === 0 && scenario.crashRound !== undefined) || faulty !== undefined;
-      const session = mortal ? await Session.open(store, { ttlSeconds: 1, keepaliveIntervalMs: 150 }) : await fx.session();
-      try {
-        for (let round = 0; round < scenario.rounds; round++) {
-          const { resource, mode, quantity } = scenario.pick(rand);
-          const r = rand();
-          const timeoutMs = r < 0.15 ? 0 : r < 0.3 ? 1 + Math.floor(rand() * 20) : -1;
-          let lock: LockGrant;
-          const requested = performance.now();
-          try {
-            lock = await acquire(store, session, { resource, mode, quantity, timeoutMs });
-          } catch (err) {
-            if (isCorralError(err, 'LOCK_BUSY') || isCorralError(err, 'LOCK_TIMEOUT')) {
-              refused++;
-              continue;
+    async function runScenario(scenario: Scenario): Promise<{ tenures: Tenure[]; refused: number }> {
+      const tenures: Tenure[] = [];
+      let refused = 0;
+      const worker = async (w: number): Promise<void> => {
+        const rand = random(scenario.seed * 1000 + w);
+        const faulty = w === 1 && scenario.stallRound !== undefined ? faultyStore(fx.store) : undefined;
+        const store: Store = faulty?.store ?? fx.store;
+        const mortal = (w === 0 && scenario.crashRound !== undefined) || faulty !== undefined;
+        const session = mortal ? await Session.open(store, { ttlSeconds: 1, keepaliveIntervalMs: 150 }) : await fx.session();
+        try {
+          for (let round = 0; round < scenario.rounds; round++) {
+            const { resource, mode, quantity } = scenario.pick(rand);
+            const r = rand();
+            const timeoutMs = r < 0.15 ? 0 : r < 0.3 ? 1 + Math.floor(rand() * 20) : -1;
+            let lock: LockGrant;
+            const requested = performance.now();
+            try {
+              lock = await acquire(store, session, { resource, mode, quantity, timeoutMs });
+            } catch (err) {
+              if (isCorralError(err, 'LOCK_BUSY') || isCorralError(err, 'LOCK_TIMEOUT')) {
+                refused++;
+                continue;
+              }
+              throw err;
             }
-            throw err;
-          }
-          const tenure: Tenure = { worker: w, resource, mode: lock.mode, quantity: lock.quantity, value: lock.value, token: lock.fencingToken, requested, enter: performance.now(), leave: 0, how: 'released' };
-          tenures.push(tenure);
-          // The protected work stops the moment the session is reported lost.
-          const stop = new Promise<void>((resolve) => lock.lost.addEventListener('abort', () => resolve(), { once: true }));
-          if (w === 0 && round === scenario.crashRound) {
-            await sleep(5);
+            const tenure: Tenure = { worker: w, resource, mode: lock.mode, quantity: lock.quantity, value: lock.value, token: lock.fencingToken, requested, enter: performance.now(), leave: 0, how: 'released' };
+            tenures.push(tenure);
+            // The protected work stops the moment the session is reported lost.
+            const stop = new Promise<void>((resolve) => lock.lost.addEventListener('abort', () => resolve(), { once: true }));
+            if (w === 0 && round === scenario.crashRound) {
+              await sleep(5);
+              tenure.leave = performance.now();
+              tenure.how = 'crashed';
+              await session.close({ revoke: false });
+              return;
+            }
+            if (faulty && round === scenario.stallRound) {
+              faulty.fail.add('keepAlive');
+              await stop;
+              tenure.leave = performance.now();
+              tenure.how = 'lost';
+              return;
+            }
+            const hold = rand() < 0.5 ? 0 : rand() * 3;
+            await Promise.race([hold === 0 ? new Promise<void>((resolve) => setImmediate(resolve)) : sleep(hold), stop]);
             tenure.leave = performance.now();
-            tenure.how = 'crashed';
-            await session.close({ revoke: false });
-            return;
+            await lock.release();
           }
-          if (faulty && round === scenario.stallRound) {
-            faulty.fail.add('keepAlive');
-            await stop;
-            tenure.leave = performance.now();
-            tenure.how = 'lost';
-            return;
-          }
-          const hold = rand() < 0.5 ? 0 : rand() * 3;
-          await Promise.race([hold === 0 ? new Promise<void>((resolve) => setImmediate(resolve)) : sleep(hold), stop]);
-          tenure.leave = performance.now();
-          await lock.release();
+        } finally {
+          await session.close();
         }
-      } finally {
-        await session.close();
-      }
-    };
-    await Promise.all(Array.from({ length: scenario.workers }, (_, w) => worker(w)));
-    assert.ok(tenures.every((t) => t.leave >= t.enter));
-    return { tenures, refused };
-  }
+      };
+      await Promise.all(Array.from({ length: scenario.workers }, (_, w) => worker(w)));
+      assert.ok(tenures.every((t) => t.leave >= t.enter));
+      return { tenures, refused };
+    }
 
-  it('random modes on one simple resource, with a crash and a lost session: no conflicting overlap, tokens rise', async () => {
-    const resource = fx.name('mx');
-    const { tenures, refused } = await runScenario({
-      workers: 10,
-      rounds: 30,
-      seed: 1,
-      crashRound: 8,
-      stallRound: 12,
-      pick: (rand) => ({ resource, mode: LOCK_MODES[Math.floor(rand() * 6)] as LockMode }),
+    it('random modes on one simple resource, with a crash and a lost session: no conflicting overlap, tokens rise', async () => {
+      const resource = fx.name('mx');
+      const { tenures, refused } = await runScenario({
+        workers: 10,
+        rounds: 30,
+        seed: 1,
+        crashRound: 8,
+        stallRound: 12,
+        pick: (rand) => ({ resource, mode: LOCK_MODES[Math.floor(rand() * 6)] as LockMode }),
+      });
+      const pairs = checkPairs(tenures, (a, b) => !compatible(a.mode, b.mode));
+      assert.ok(checkTokenOrder(tenures, (a, b) => !compatible(a.mode, b.mode)) > 1000);
+      assert.ok(tenures.some((t) => t.how === 'crashed') && tenures.some((t) => t.how === 'lost'));
+      assert.ok(tenures.length > 150 && pairs > 1000, `${tenures.length} tenures, ${pairs} conflicting pairs, ${refused} refused`);
+      assert.ok(tenures.some((a) => tenures.some((b) => a !== b && overlap(a, b))), 'compatible holders did share the resource');
     });
-    const pairs = checkPairs(tenures, (a, b) => !compatible(a.mode, b.mode));
-    assert.ok(checkTokenOrder(tenures, (a, b) => !compatible(a.mode, b.mode)) > 1000);
-    assert.ok(tenures.some((t) => t.how === 'crashed') && tenures.some((t) => t.how === 'lost'));
-    assert.ok(tenures.length > 150 && pairs > 1000, `${tenures.length} tenures, ${pairs} conflicting pairs, ${refused} refused`);
-    assert.ok(tenures.some((a) => tenures.some((b) => a !== b && overlap(a, b))), 'compatible holders did share the resource');
-  });
 
-  it('random modes on related hierarchical paths: no conflicting overlap, tokens rise', async () => {
-    const root = `/${fx.name('tree')}`;
-    const paths = [root, `${root}/a`, `${root}/a/b`, `${root}/c`, `${root}/c/d`, `${root}/ab`];
-    const { tenures } = await runScenario({
-      workers: 10,
-      rounds: 30,
-      seed: 2,
-      pick: (rand) => ({ resource: paths[Math.floor(rand() * paths.length)] as string, mode: LOCK_MODES[Math.floor(rand() * 6)] as LockMode }),
+    it('random modes on related hierarchical paths: no conflicting overlap, tokens rise', async () => {
+      const root = `/${fx.name('tree')}`;
+      const paths = [root, `${root}/a`, `${root}/a/b`, `${root}/c`, `${root}/c/d`, `${root}/ab`];
+      const { tenures } = await runScenario({
+        workers: 10,
+        rounds: 30,
+        seed: 2,
+        pick: (rand) => ({ resource: paths[Math.floor(rand() * paths.length)] as string, mode: LOCK_MODES[Math.floor(rand() * 6)] as LockMode }),
+      });
+      const conflict = (a: Tenure, b: Tenure): boolean => pathsRelated(a.resource, b.resource) && !compatible(a.mode, b.mode);
+      const pairs = checkPairs(tenures, conflict);
+      checkTokenOrder(tenures, conflict);
+      assert.ok(pairs > 500, `${pairs} conflicting pairs`);
     });
-    const conflict = (a: Tenure, b: Tenure): boolean => pathsRelated(a.resource, b.resource) && !compatible(a.mode, b.mode);
-    const pairs = checkPairs(tenures, conflict);
-    checkTokenOrder(tenures, conflict);
-    assert.ok(pairs > 500, `${pairs} conflicting pairs`);
+
+    it('random quantities on a numeric pool never exceed it; sequences and sets never hand one value out twice', async () => {
+      const pool = fx.name('pool', '[4]');
+      const { tenures } = await runScenario({ workers: 8, rounds: 25, seed: 3, crashRound: 5, pick: (rand) => ({ resource: pool, mode: 'EX', quantity: 1 + Math.floor(rand() * 4) }) });
+      assert.ok(checkCapacity(tenures, 4) >= 2);
+      checkTokenOrder(tenures, () => false);
+
+      const seq = fx.name('_S_mx', '[3]');
+      const seqRun = await runScenario({ workers: 8, rounds: 15, seed: 4, pick: () => ({ resource: seq, mode: 'EX' }) });
+      checkCapacity(seqRun.tenures.map((t) => ({ ...t, quantity: 1 })), 3);
+      checkPairs(seqRun.tenures, (a, b) => a.value === b.value);
+
+      const set = `${fx.name('red')}.green.blue`;
+      const setRun = await runScenario({ workers: 6, rounds: 15, seed: 5, pick: () => ({ resource: set, mode: 'EX' }) });
+      checkCapacity(setRun.tenures.map((t) => ({ ...t, quantity: 1 })), 3);
+      for (const a of setRun.tenures) for (const b of setRun.tenures) if (a !== b && overlap(a, b)) assert.notEqual(a.value, b.value);
+    });
   });
-
-  it('random quantities on a numeric pool never exceed it; sequences and sets never hand one value out twice', async () => {
-    const pool = fx.name('pool', '[4]');
-    const { tenures } = await runScenario({ workers: 8, rounds: 25, seed: 3, crashRound: 5, pick: (rand) => ({ resource: pool, mode: 'EX', quantity: 1 + Math.floor(rand() * 4) }) });
-    assert.ok(checkCapacity(tenures, 4) >= 2);
-    checkTokenOrder(tenures, () => false);
-
-    const seq = fx.name('_S_mx', '[3]');
-    const seqRun = await runScenario({ workers: 8, rounds: 15, seed: 4, pick: () => ({ resource: seq, mode: 'EX' }) });
-    checkCapacity(seqRun.tenures.map((t) => ({ ...t, quantity: 1 })), 3);
-    checkPairs(seqRun.tenures, (a, b) => a.value === b.value);
-
-    const set = `${fx.name('red')}.green.blue`;
-    const setRun = await runScenario({ workers: 6, rounds: 15, seed: 5, pick: () => ({ resource: set, mode: 'EX' }) });
-    checkCapacity(setRun.tenures.map((t) => ({ ...t, quantity: 1 })), 3);
-    for (const a of setRun.tenures) for (const b of setRun.tenures) if (a !== b && overlap(a, b)) assert.notEqual(a.value, b.value);
-  });
-});
+}

@@ -11,6 +11,26 @@ export interface LockOwner {
   command?: string;
 }
 
+/**
+ * The process group a lock is kept for once its client is gone (an agent's lock service attaches
+ * the group of the command its client runs). Recorded with the lock so that the agent, restarted
+ * after a crash, still knows whom it holds the lock for and keeps it while that group runs.
+ */
+export interface LockGroupRecord {
+  /** The agent (node name) that watches the group: the group runs on its machine. */
+  node: string;
+  pgid: number;
+  /** The group leader's start time (clock ticks since boot) and the boot id: pids are reused. */
+  start: number;
+  boot: string;
+}
+
+function isGroupRecord(g: unknown): g is LockGroupRecord {
+  if (g === null || typeof g !== 'object') return false;
+  const r = g as Record<string, unknown>;
+  return typeof r.node === 'string' && Number.isSafeInteger(r.pgid) && Number.isSafeInteger(r.start) && typeof r.boot === 'string';
+}
+
 /** The value of a waiter key. */
 export interface WaiterRecord {
   mode: LockMode;
@@ -29,6 +49,8 @@ export interface WaiterRecord {
    * or one that issued a value): that write's revision is the fencing token.
    */
   granted?: true;
+  /** The process group the lock is kept for after its client is gone (see LockGroupRecord). */
+  group?: LockGroupRecord;
 }
 
 /** A waiter key as read from the store. */
@@ -65,6 +87,7 @@ export function decodeWaiter(value: string): WaiterRecord {
         ...(typeof r.value === 'string' ? { value: r.value } : {}),
         ...(typeof r.elementIndex === 'number' ? { elementIndex: r.elementIndex } : {}),
         ...(r.granted === true ? { granted: true as const } : {}),
+        ...(isGroupRecord(r.group) ? { group: r.group } : {}),
       };
     }
   } catch {

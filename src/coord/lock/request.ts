@@ -4,7 +4,7 @@ import { CorralError } from '../../api/errors.js';
 import { impossible, type LockAsk } from './grant-rule.js';
 import { resourceKeys, type ResourceKeys } from './keys.js';
 import { isLockMode, type LockMode } from './modes.js';
-import type { LockOwner } from './records.js';
+import type { LockGroupRecord, LockOwner } from './records.js';
 import { effectiveMode, parseResourceName, type Resource } from './resource.js';
 
 export interface LockRequest {
@@ -22,6 +22,8 @@ export interface LockRequest {
   idleLifespanMs?: number;
   /** Shown by listLocks(). */
   owner?: LockOwner;
+  /** Recorded with the lock: the process group it is kept for once its client is gone. */
+  group?: LockGroupRecord;
   /** Aborts the wait (the waiter key is deleted); no effect once granted. */
   signal?: AbortSignal;
 }
@@ -35,6 +37,7 @@ export interface LockPlan {
   create: boolean;
   idleLifespanMs: number;
   owner: LockOwner;
+  group: LockGroupRecord | undefined;
   signal: AbortSignal | undefined;
 }
 
@@ -64,6 +67,7 @@ export function planRequest(request: LockRequest): LockPlan {
     create: request.create !== false,
     idleLifespanMs,
     owner: request.owner ?? {},
+    group: request.group,
     signal: request.signal,
   };
 }
