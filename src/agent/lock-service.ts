@@ -21,7 +21,7 @@
 //   lock in the store, so an agent that crashes and restarts takes the lock back (recover()) and
 //   keeps it on while the group still runs;
 // - guarded (a client that cannot attach: remote, or another user's on a shared socket): the lock
-//   is kept `stopWithinMs` more, the time the client's gate (CMD's parent, cli/lock-gate.ts) has to
+//   is kept `stopWithinMs` more, the time the client's gate (CMD's parent, cli/lock-gate.cts) has to
 //   stop CMD once the client is gone; then released;
 // - neither (a library client): released at once, as flom does.
 //

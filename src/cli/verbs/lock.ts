@@ -167,7 +167,8 @@ async function runLock(args: ParsedArgs, io: CliIO): Promise<number> {
     }
   }
   const shutdown = o['quiesce-exit'] === true || o['immediate-exit'] === true;
-  // CMD's gate starts first, so that its start-up overlaps everything else corral lock does.
+  // CMD's gate starts first (bin/corral has usually started it already), so that its start-up
+  // overlaps everything else corral lock does.
   const gate = !shutdown && args.command.length > 0 ? await startGate(o.foreground === true) : undefined;
   try {
     const settings = await resolveSettings(args, io);
@@ -188,8 +189,7 @@ async function runLock(args: ParsedArgs, io: CliIO): Promise<number> {
 // --- settings ---------------------------------------------------------------------------------
 
 async function resolveSettings(args: ParsedArgs, io: CliIO): Promise<Settings> {
-  const [{ parseFlomBoolean, readFlomConfig }, { parseLockMode }, { parseResourceName, effectiveMode, DEFAULT_RESOURCE_NAME }, path, { defaultLockSocket }] = await Promise.all([
-    import('../flom-config.js'),
+  const [{ parseLockMode }, { parseResourceName, effectiveMode, DEFAULT_RESOURCE_NAME }, path, { defaultLockSocket }] = await Promise.all([
     import('../../coord/lock/modes.js'),
     import('../../coord/lock/resource.js'),
     import('node:path'),
@@ -200,7 +200,8 @@ async function resolveSettings(args: ParsedArgs, io: CliIO): Promise<Settings> {
   const int = (name: string): number | undefined => (typeof o[name] === 'number' ? o[name] : undefined);
 
   const file = str('config-file');
-  const fromFile = file ? readFlomConfig(file) : undefined;
+  // flom-config.js only for -c FILE and -e (one module less on the usual start path).
+  const fromFile = file ? (await import('../flom-config.js')).readFlomConfig(file) : undefined;
   for (const key of fromFile?.ignored ?? []) io.stderr(`corral lock: ${file}: ${key} is not supported by corral; ignored\n`);
   const f = fromFile?.settings ?? {};
 
@@ -225,7 +226,7 @@ async function resolveSettings(args: ParsedArgs, io: CliIO): Promise<Settings> {
   const createText = str('resource-create');
   let create = f.resourceCreate ?? true;
   if (createText !== undefined) {
-    const b = parseFlomBoolean(createText);
+    const b = (await import('../flom-config.js')).parseFlomBoolean(createText);
     if (b === undefined) throw new CorralError('USAGE', `-e/--resource-create takes yes or no, not '${createText}'`);
     create = b;
   }
@@ -496,7 +497,7 @@ async function lockAndRun(command: string[], s: Settings, target: Target, gate: 
   const start = clock.now();
   const deadline = s.timeoutMs > 0 ? start + s.timeoutMs : Number.POSITIVE_INFINITY;
 
-  // CMD runs through the gate (cli/lock-gate.ts), already starting: it leads CMD's process group
+  // CMD runs through the gate (cli/lock-gate.cts), already starting: it leads CMD's process group
   // (unless --foreground) and starts CMD only when told to, once the lock is granted with that
   // group attached.
   const pgid = s.foreground ? undefined : gate.pid;
@@ -677,32 +678,35 @@ interface Gate {
   signalCommand(sig: NodeJS.Signals): void;
 }
 
-/** Starts the gate: in a session of its own (CMD's group), or in corral lock's own with --foreground. */
+/**
+ * CMD's gate: the one bin/corral started early (lock-gate-spawn.cts), else a new one; in a session
+ * of its own (CMD's group), or in corral lock's own with --foreground.
+ */
 async function startGate(foreground: boolean): Promise<Gate> {
-  const [{ spawn }, { randomBytes }, { fileURLToPath }] = await Promise.all([import('node:child_process'), import('node:crypto'), import('node:url')]);
-  const secret = randomBytes(16).toString('hex');
-  const script = fileURLToPath(new URL('../lock-gate.js', import.meta.url));
-  // Its own environment is the secret alone (no NODE_OPTIONS, no CA bundle to load): CMD's comes with "run".
-  const child = spawn(process.execPath, [script], { stdio: ['inherit', 'inherit', 'inherit', 'pipe'], detached: !foreground, env: { CORRAL_LOCK_GATE: secret } });
-  const pid = child.pid;
+  // Through require(): bin/corral loaded it already (the same module, with the gate it started),
+  // and import() of CommonJS would parse it again for its exports.
+  const { createRequire } = await import('node:module');
+  const { spawnGate, takeGate } = createRequire(import.meta.url)('../lock-gate-spawn.cjs') as typeof import('../lock-gate-spawn.cjs');
+  const started = takeGate(!foreground) ?? spawnGate(!foreground);
+  const { pid, secret, channel, exited } = started;
   if (pid === undefined) {
-    const error = await new Promise<Error>((resolve) => child.once('error', resolve));
+    const error = await started.spawnError;
     throw new CorralError('INTERNAL', `could not start ${process.execPath} to run CMD: ${error.message}`);
   }
-  const channel = child.stdio[3] as import('node:net').Socket;
   channel.setEncoding('utf8');
-  channel.on('error', () => undefined);
   let cmdPid: number | undefined;
   const pending: NodeJS.Signals[] = [];
   let buffer = '';
   let reported: GateOutcome | undefined;
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-  // The gate's last messages may still be unread when it is seen to exit: its report counts once
-  // the channel has ended (bounded, should anything else hold the channel open).
-  const drained = new Promise<void>((resolve) => {
-    channel.once('close', resolve);
-    void exited.then(() => setTimeout(resolve, 2000).unref());
-  });
+  let onReport: ((outcome: GateOutcome) => void) | undefined;
+  const report = (outcome: GateOutcome): void => {
+    if (reported !== undefined) return;
+    reported = outcome;
+    onReport?.(outcome);
+  };
+  // The gate's last messages may still be unread when it is seen to exit: without a report, its
+  // own status counts once the channel has ended (bounded, should anything else hold it open).
+  const drained = Promise.race([started.channelClosed, exited.then(() => new Promise<void>((resolve) => setTimeout(resolve, 2000).unref()))]);
   const signalCommand = (sig: NodeJS.Signals): void => {
     try {
       if (!foreground) process.kill(-pid, sig);
@@ -722,8 +726,8 @@ async function startGate(foreground: boolean): Promise<Gate> {
         if (typeof m.spawned === 'number') {
           cmdPid = m.spawned;
           for (const sig of pending.splice(0)) signalCommand(sig);
-        } else if (m.error !== undefined) reported ??= { error: m.error };
-        else if ('exit' in m) reported ??= { code: m.exit ?? null, signal: m.signal ?? null };
+        } else if (m.error !== undefined) report({ error: m.error });
+        else if ('exit' in m) report({ code: m.exit ?? null, signal: m.signal ?? null });
       } catch {
         // not a message
       }
@@ -734,12 +738,16 @@ async function startGate(foreground: boolean): Promise<Gate> {
     secret,
     told: false,
     exited: exited.then(() => undefined),
-    // The gate's own status stands in for CMD's when it died without reporting (killed).
-    outcome: Promise.all([exited, drained]).then(([own]) => {
-      if (reported !== undefined) return reported;
-      if (cmdPid === undefined) return { error: { code: `the gate exited (${own.signal ?? `status ${own.code}`}) before starting it`, message: '' } };
-      return own;
-    }),
+    // CMD's outcome as soon as the gate reports it (the gate exits right after, by itself); the
+    // gate's own status stands in for it when it died without reporting (killed).
+    outcome: Promise.race([
+      new Promise<GateOutcome>((resolve) => (onReport = resolve)),
+      Promise.all([exited, drained]).then(([own]): GateOutcome => {
+        if (reported !== undefined) return reported;
+        if (cmdPid === undefined) return { error: { code: `the gate exited (${own.signal ?? `status ${own.code}`}) before starting it`, message: '' } };
+        return own;
+      }),
+    ]),
     run(message) {
       gate.told = true;
       channel.write(`${JSON.stringify({ run: message })}\n`);
