@@ -19,15 +19,25 @@ import type { PeerIdentity } from '../transport/types.js';
 import type { Agent } from './agent.js';
 import { isOperator } from './routes.js';
 
+/** CORRAL_FAULT_SLOW_PUT_MS: a whole number of milliseconds up to a minute, else ignored. */
+function slowPutMs(text: string | undefined): number | undefined {
+  const n = Number(text);
+  return text !== undefined && /^\d+$/.test(text) && n > 0 && n <= 60_000 ? n : undefined;
+}
+
 export function addFanoutRoutes(server: RpcServer, agent: Agent): void {
   const configured = new Set(agent.config.nodes.map((n) => n.name));
   const operatorOrNode = (peer: PeerIdentity): boolean => isOperator(peer) || (peer.kind === 'tls' && peer.role === 'node' && configured.has(peer.commonName));
   const self = agent.self;
+  const slowPut = slowPutMs(process.env.CORRAL_FAULT_SLOW_PUT_MS);
   const ops = new NodeOps({
     node: agent.name,
     workDir: self.workDir,
     ...(self.writeRoots ? { writeRoots: self.writeRoots } : {}),
     ...(process.env.CORRAL_FAULT_CORRUPT_PUT ? { corruptPutsMatching: process.env.CORRAL_FAULT_CORRUPT_PUT } : {}),
+    // Test-only (docs/fanout.md, Testing hooks): slow every received file down, so that a test can
+    // stop an agent in the middle of a transfer.
+    ...(slowPut !== undefined ? { slowPutMs: slowPut } : {}),
   });
   const addresses = new Map<string, string>();
   for (const n of agent.config.nodes) addresses.set(n.name, formatHostPort(n.address));

@@ -97,8 +97,27 @@ describe('corral init and corral join', { timeout: 120_000 }, () => {
     assert.equal(value.cluster, 'demo');
     assert.equal(value.answeredBy, 'b1', "b's CLI reached b's own agent over its socket");
     assert.equal(value.master, 'a1');
-    const ping = await runCorral(['ping', '--json', '--config', path.join(b, 'corral.yaml')]);
+    const ping = await runCorral(['ping', '--mesh', '--json', '--config', path.join(b, 'corral.yaml')]);
     assert.equal(ping.code, 0, ping.stderr);
+  });
+
+  it('a joined node is a fan-out target, not a relay: a configured node refuses its certificate', async () => {
+    const echo = ['--', 'sh', '-c', 'echo "ran on $CORRAL_NODE"'];
+    // From a's machine (a1 relays with its configured node certificate): both nodes run it.
+    const fromA = await runCorral(['run', '--config', path.join(a, 'corral.yaml'), ...echo]);
+    assert.equal(fromA.code, 0, fromA.stdout + fromA.stderr);
+    assert.match(fromA.stdout, /^a1: ran on a1$/m);
+    assert.match(fromA.stdout, /^b1: ran on b1$/m);
+    // From b's machine (b1's agent relays with b1's joined certificate): a1 refuses it, nothing runs there.
+    const fromB = await runCorral(['run', '--config', path.join(b, 'corral.yaml'), ...echo]);
+    assert.equal(fromB.code, 4, fromB.stdout + fromB.stderr);
+    assert.match(fromB.stdout, /^b1: ran on b1$/m);
+    assert.doesNotMatch(fromB.stdout, /ran on a1/);
+    assert.match(fromB.stderr, /unreachable: 1 \(a1: node b1 may not call POST \/v1\/node\/exec\)/);
+    const ping = await runCorral(['ping', '--json', '--config', path.join(b, 'corral.yaml')]);
+    assert.equal(ping.code, 4, ping.stdout + ping.stderr);
+    const nodes = (JSON.parse(ping.stdout) as { nodes: { node: string; state: string; reason: string | null }[] }).nodes;
+    assert.deepEqual(nodes.map((n) => [n.node, n.state, n.reason]), [['a1', 'OFF', 'auth refused'], ['b1', 'ON', null]]);
   });
 
   it('a name that exists cannot be joined again: up, down, or in the configuration', async () => {

@@ -43,8 +43,8 @@ describe('a local 3-node cluster on the embedded store', { timeout: 240_000 }, (
     assert.deepEqual(lc.pids(), before);
   });
 
-  it('ping reports a round trip to every node', async () => {
-    const r = await lc.corral(['ping', '--json']);
+  it('ping --mesh reports a round trip to every node', async () => {
+    const r = await lc.corral(['ping', '--mesh', '--json']);
     assert.equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout) as { nodes: { name: string; ok: boolean; rttMs: number }[] };
     assert.deepEqual(out.nodes.map((n) => [n.name, n.ok]), [['n1', true], ['n2', true], ['n3', true]]);
@@ -76,8 +76,8 @@ describe('a local 3-node cluster on the embedded store', { timeout: 240_000 }, (
     }, 6000);
     const detectedMs = performance.now() - killedAt;
     assert.ok(detectedMs <= 3000, `DOWN reported ${detectedMs.toFixed(0)} ms after the kill`);
-    const ping = await lc.corral(['ping', '--timeout', '500']);
-    assert.equal(ping.code, 1);
+    const ping = await lc.corral(['ping', '--mesh', '--timeout', '0.5']);
+    assert.equal(ping.code, 4);
     assert.match(ping.stderr, new RegExp(`did not answer: ${victim}`));
     await lc.up();
     assert.notEqual(lc.pid(victim), pid);
@@ -124,14 +124,14 @@ describe('a local 3-node cluster on the embedded store', { timeout: 240_000 }, (
     await lc.up();
   });
 
-  it('ping lists a hung node as not answering, within its timeout', async () => {
+  it('ping --mesh lists a hung node as not answering, within its timeout', async () => {
     const pid = lc.pid('n3');
     process.kill(pid, 'SIGSTOP');
     try {
       const t0 = performance.now();
-      const r = await lc.corral(['ping', '--json', '--timeout', '1500']);
+      const r = await lc.corral(['ping', '--mesh', '--json', '--timeout', '1.5']);
       const took = performance.now() - t0;
-      assert.equal(r.code, 1, r.stderr);
+      assert.equal(r.code, 4, r.stderr);
       const out = JSON.parse(r.stdout) as { nodes: { name: string; ok: boolean; error: string | null }[] };
       assert.deepEqual(out.nodes.map((n) => [n.name, n.ok]), [['n1', true], ['n2', true], ['n3', false]]);
       assert.match(out.nodes[2]?.error ?? '', /within 1500 ms/);

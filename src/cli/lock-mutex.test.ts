@@ -91,8 +91,10 @@ for (const backend of ['embedded', 'etcd'] as const) {
       const killedAt = new Map<string, bigint>();
       const exits: (number | null)[] = [];
       const t0 = performance.now();
-      // Workers run until a second after the last disruption (about 24 s), at most this long.
-      const duration = 40_000;
+      // Workers run until a second after the last disruption (about 24 s, more on a loaded machine,
+      // where each wait for a holder takes longer), at most this long: a cap that chaos must never
+      // reach, or its next wait for a holder would find no worker left.
+      const duration = 120_000;
       let stopped = false;
       let wantLong = false;
       const longIds = new Set<string>();
@@ -134,11 +136,20 @@ for (const backend of ['embedded', 'etcd'] as const) {
         return [...open].filter(([id]) => !killedAt.has(id)).map(([id, pgid]) => ({ id, pgid }));
       };
       const someHolder = async (long = false): Promise<{ id: string; pgid: number; run: Run }> => {
-        const { value } = await waitUntil('a holder inside', () => {
-          const h = inside().find((x) => runs.has(x.id) && long === longIds.has(x.id));
-          return Promise.resolve(h ? { ...h, run: runs.get(h.id) as Run } : undefined);
-        }, 20_000, 5);
-        return value;
+        try {
+          const { value } = await waitUntil('a holder inside', () => {
+            const h = inside().find((x) => runs.has(x.id) && long === longIds.has(x.id));
+            return Promise.resolve(h ? { ...h, run: runs.get(h.id) as Run } : undefined);
+          }, 20_000, 5);
+          return value;
+        } catch (err) {
+          // What was going on: the requests still running, and what the lock service shows.
+          const now = wallNs();
+          const pending = [...runs.values()].filter((r) => r.ended === undefined).map((r) => `${r.id} ${r.mode}${longIds.has(r.id) ? ' (long)' : ''} for ${(now - r.requested) / 1_000_000n} ms: ${r.holder.stderr().trim().slice(-300)}`);
+          const listing = await td.corral(['locks', ...where, '--json']);
+          const capped = performance.now() - t0 >= duration ? ' (the workers reached their time cap)' : '';
+          throw new Error(`${(err as Error).message}${capped}\nlong wanted: ${wantLong}; inside: ${JSON.stringify(inside())}\npending:\n${pending.join('\n')}\ncorral locks (exit ${listing.code}): ${listing.stdout.slice(0, 3000)}${listing.stderr}\nlog tail:\n${existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').slice(-15).join('\n') : ''}`, { cause: err });
+        }
       };
       const signalGroup = (pgid: number, sig: NodeJS.Signals): void => {
         try {

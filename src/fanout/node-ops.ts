@@ -31,6 +31,8 @@ export interface NodeOpsOptions {
   writeRoots?: readonly string[];
   /** Test-only fault injection: flip a byte of every received file whose path contains this. */
   corruptPutsMatching?: string;
+  /** Test-only: hold every received file this long, verified but not yet renamed into place. */
+  slowPutMs?: number;
 }
 
 const MAX_PATH = 4096;
@@ -80,12 +82,14 @@ export class NodeOps {
   private readonly writeRoots: readonly string[];
   private realRoots: Promise<string[]> | undefined;
   private readonly corruptPutsMatching: string | undefined;
+  private readonly slowPutMs: number;
 
   constructor(opts: NodeOpsOptions) {
     this.node = opts.node;
     this.workDir = path.resolve(opts.workDir);
     this.writeRoots = (opts.writeRoots ?? [this.workDir]).map((r) => path.resolve(r));
     this.corruptPutsMatching = opts.corruptPutsMatching;
+    this.slowPutMs = opts.slowPutMs ?? 0;
   }
 
   /** A user's path on this node: relative to the work directory unless absolute. */
@@ -207,6 +211,7 @@ export class NodeOps {
       if (args.fsync === true) await handle.datasync();
       await handle.close();
       handle = undefined;
+      if (this.slowPutMs > 0) await new Promise((resolve) => setTimeout(resolve, this.slowPutMs));
       try {
         const existing = await lstat(target).catch(() => undefined);
         if (existing?.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });

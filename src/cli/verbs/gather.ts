@@ -27,7 +27,7 @@ async function run(args: ParsedArgs, io: CliIO): Promise<number> {
     const reports = await gather(fleet, nodes, remote, localDir, {
       signal: interrupt.signal,
       ...(fanout ? { fanout } : {}),
-      ...(process.stderr.isTTY && !flag(args, 'json') ? { progress: { isTTY: true, write: (t: string) => io.stderr(t) } } : {}),
+      ...(process.stdout.isTTY && process.stderr.isTTY && !flag(args, 'json') ? { progress: { isTTY: true, write: (t: string) => io.stderr(t) } } : {}),
     });
     const code = transferExit(reports, interrupt.signal.aborted);
     if (flag(args, 'json')) io.stdout(JSON.stringify({ remote, localDir, nodes: reports, exitCode: code }, null, 2) + '\n');

@@ -34,7 +34,7 @@ async function run(args: ParsedArgs, io: CliIO): Promise<number> {
       signal: interrupt.signal,
       label: 'push',
       ...(fanout ? { fanout } : {}),
-      ...(process.stderr.isTTY && !flag(args, 'json') ? { progress: { isTTY: true, write: (t: string) => io.stderr(t) } } : {}),
+      ...(process.stdout.isTTY && process.stderr.isTTY && !flag(args, 'json') ? { progress: { isTTY: true, write: (t: string) => io.stderr(t) } } : {}),
     });
     const code = transferExit(reports, interrupt.signal.aborted);
     if (flag(args, 'json')) io.stdout(JSON.stringify({ dest, files: plan.files.length, nodes: reports, exitCode: code }, null, 2) + '\n');

@@ -97,7 +97,7 @@ async function run(args: ParsedArgs, io: CliIO): Promise<number> {
       label: 'scatter',
       ...(fanout ? { fanout } : {}),
       onVerified: (file, node) => verified.push({ file, node }),
-      ...(process.stderr.isTTY && !flag(args, 'json') ? { progress: { isTTY: true, write: (t: string) => io.stderr(t) } } : {}),
+      ...(process.stdout.isTTY && process.stderr.isTTY && !flag(args, 'json') ? { progress: { isTTY: true, write: (t: string) => io.stderr(t) } } : {}),
     });
     for (const { file, node } of verified) rows.set(file.path, { file: file.path, node, size: file.size, sha256: file.sha256 });
     const all = [...rows.values()].sort((a, b) => a.file.localeCompare(b.file));
