@@ -72,11 +72,13 @@ class LockChannel implements AsyncIterableIterator<LockChannelEvent> {
         return this.release(ref, seq, m.rollback === true);
       case 'confirm':
         return this.confirm(ref, seq);
+      case 'confirm-group':
+        return this.confirmGroup(ref, seq, m.pgid, m.secret);
       case 'cancel':
         this.cancel(this.requests.get(ref));
         return;
       default:
-        throw new CorralError('BAD_REQUEST', `unknown lock channel op ${JSON.stringify(m.op)?.slice(0, 40)}: acquire, release, confirm or cancel`);
+        throw new CorralError('BAD_REQUEST', `unknown lock channel op ${JSON.stringify(m.op)?.slice(0, 40)}: acquire, release, confirm, confirm-group or cancel`);
     }
   }
 
@@ -144,6 +146,16 @@ class LockChannel implements AsyncIterableIterator<LockChannelEvent> {
       this.push({ ref, event: 'confirmed', seq: seq ?? 0, validForMs });
     } catch (err) {
       this.failed(ref, 'confirm', seq, err);
+    }
+  }
+
+  /** A gate asks for its group's lock (LockService.confirmGroup); `ref` only echoes back. */
+  private confirmGroup(ref: number, seq: number | undefined, pgid: unknown, secret: unknown): void {
+    try {
+      const { validForMs } = this.locks.confirmGroup(pgid, secret, this.req.peer);
+      this.push({ ref, event: 'confirmed', seq: seq ?? 0, validForMs });
+    } catch (err) {
+      this.failed(ref, 'confirm-group', seq, err);
     }
   }
 

@@ -2,7 +2,8 @@
 // Import-free, so the `corral lock` client pays nothing for it.
 //
 //   POST /v1/locks/channel  NDJSON LockCommand… → NDJSON LockChannelEvent…: every lock of a
-//                           client over one channel (the library and `corral lock` use this)
+//                           client over one channel (the library and `corral lock` use this; an
+//                           orphaned command's gate asks confirm-group on it)
 //   POST /v1/locks/acquire  {LockAcquireBody}  → NDJSON stream of LockEvent, open while the lock is held
 //   POST /v1/locks/release  {id, rollback}     → {released: true}; the stream then ends with "released"
 //   POST /v1/locks/confirm  {id}               → {validForMs}: the lock is held at least that long
@@ -85,6 +86,12 @@ export interface LockGrantedEvent {
   guardedForMs?: number;
   /** Why the attach asked for was not made (the guard applies instead). */
   attachRefused?: string;
+  /**
+   * Attached, and the lock's lease lives on a store that keeps counting while this agent is down
+   * (etcd, or a coordinator on another node): if the client dies, its gate confirms the group's lock
+   * itself (`confirm-group`) and stops the group when the agent stops confirming it in time.
+   */
+  leaseOutlivesAgent?: boolean;
 }
 
 export type LockEvent =
@@ -99,6 +106,13 @@ export type LockCommand =
   | ({ op: 'acquire'; ref: number } & LockAcquireBody)
   | { op: 'release'; ref: number; seq: number; rollback?: boolean }
   | { op: 'confirm'; ref: number; seq: number }
+  /**
+   * From a gate whose client is gone: how long the lock kept for its process group (attached) is
+   * certainly still held. `secret` is the gate's CORRAL_LOCK_GATE, checked as for attach: only the
+   * group's own leader can ask. Answered `confirmed` (validForMs, the shortest if several) or
+   * `failed` (NOT_FOUND: no lock is kept for the group; UNAVAILABLE: not known yet, ask again).
+   */
+  | { op: 'confirm-group'; ref: number; seq: number; pgid: number; secret: string }
   | { op: 'cancel'; ref: number };
 
 /** What the agent sends on the lock channel: a request's LockEvents, and answers to its commands. */

@@ -243,6 +243,8 @@ export class HeldLock {
   readonly stopWithinMs: number;
   /** The process group of the request is attached: the agent keeps the lock while it runs. */
   readonly attached: boolean;
+  /** Attached, on a lease that counts on while the agent is down: a gate must watch the agent (lock-wire.ts). */
+  readonly leaseOutlivesAgent: boolean;
   /** Not attached but guarded: the lock outlives this client by this much (undefined: not guarded). */
   readonly guardedForMs: number | undefined;
   /** Why an attach asked for was not made. */
@@ -280,6 +282,7 @@ export class HeldLock {
     this.confirmEveryMs = granted.confirmEveryMs;
     this.stopWithinMs = granted.stopWithinMs;
     this.attached = granted.attached === true;
+    this.leaseOutlivesAgent = granted.leaseOutlivesAgent === true;
     this.guardedForMs = granted.guardedForMs;
     this.attachRefused = granted.attachRefused;
     // The grant happened after the request was sent: counting from then is on the safe side.

@@ -409,7 +409,7 @@ function remainingOf(timeoutMs: number, deadline: number): number {
 }
 
 /** A cluster's agents, local socket first: the first that answers takes the request. */
-async function acquireCluster(configFile: string, s: Settings, lock: LockOptions, deadline: number): Promise<{ rpc: RpcClient; held: HeldLock }> {
+async function acquireCluster(configFile: string, s: Settings, lock: LockOptions, deadline: number): Promise<{ rpc: RpcClient; held: HeldLock; socket: string | undefined }> {
   const [{ RpcClient }, { acquireLock }, { candidateEndpoints }, { loadClusterConfig }] = await Promise.all([
     import('../../transport/client.js'),
     import('../../client/locks.js'),
@@ -427,7 +427,8 @@ async function acquireCluster(configFile: string, s: Settings, lock: LockOptions
       const timeout = config.timings.requestTimeoutMs;
       const rpc = new RpcClient(endpoint, { connectTimeoutMs: timeout, requestTimeoutMs: Math.max(10_000, timeout) });
       try {
-        return { rpc, held: await acquireLock(rpc, { ...lock, timeoutMs: remainingOf(s.timeoutMs, deadline) }) };
+        const held = await acquireLock(rpc, { ...lock, timeoutMs: remainingOf(s.timeoutMs, deadline) });
+        return { rpc, held, socket: endpoint.kind === 'unix' ? endpoint.path : undefined };
       } catch (err) {
         await rpc.close();
         if (!isCorralError(err, 'UNAVAILABLE') && !isCorralError(err, 'SHUTTING_DOWN')) throw err;
@@ -570,13 +571,15 @@ async function lockAndRun(command: string[], s: Settings, target: Target, gate: 
 
   let rpc: RpcClient;
   let held: HeldLock;
+  /** The agent's UNIX socket, where the lock was taken through one. */
+  let socket: string | undefined;
   try {
-    ({ rpc, held } =
+    ({ rpc, held, socket } =
       target.kind === 'private'
-        ? await acquirePrivate(target.socket, s, lockOptions, deadline)
+        ? { ...(await acquirePrivate(target.socket, s, lockOptions, deadline)), socket: target.socket }
         : target.kind === 'cluster'
           ? await acquireCluster(target.config, s, lockOptions, deadline)
-          : await acquireTls(target, s, lockOptions, deadline));
+          : { ...(await acquireTls(target, s, lockOptions, deadline)), socket: undefined });
   } catch (err) {
     unhook();
     gate.abandon();
@@ -598,12 +601,30 @@ async function lockAndRun(command: string[], s: Settings, target: Target, gate: 
 
   testStop(io.env, 'granted');
   running = true;
+  // Attached on a lease that counts on while the agent is down (etcd, a coordinator elsewhere): if
+  // corral lock dies, the gate watches the agent itself, as corral lock does, and stops CMD's group
+  // before the lease can expire. It starts from the validity corral lock last had confirmed,
+  // forwarded at every confirmation.
+  const watch =
+    held.attached && held.leaseOutlivesAgent && socket !== undefined
+      ? { socket, validForMs: Math.max(0, Math.floor(held.deadline - clock.now())), confirmEveryMs: held.confirmEveryMs, stopWithinMs: held.stopWithinMs }
+      : undefined;
   gate.run({
     argv,
     env,
     ifParentDies: held.attached ? 'keep' : s.foreground ? 'stop-command' : 'stop-group',
     stopWithinMs: held.guardedForMs ?? held.stopWithinMs,
+    ...(watch ? { watch } : {}),
   });
+  let forwarded = held.deadline;
+  const forward = watch
+    ? setInterval(() => {
+        if (held.deadline === forwarded || held.lost.aborted) return;
+        forwarded = held.deadline;
+        gate.tell({ valid: Math.max(0, Math.floor(forwarded - clock.now())) });
+      }, held.confirmEveryMs)
+    : undefined;
+  forward?.unref();
   testStop(io.env, 'started');
 
   let lost: Error | undefined;
@@ -622,6 +643,7 @@ async function lockAndRun(command: string[], s: Settings, target: Target, gate: 
   if (held.lost.aborted) onLost();
   else held.lost.addEventListener('abort', onLost, { once: true });
   const exit = await gate.outcome;
+  clearInterval(forward);
 
   if ('error' in exit) {
     unhook();
@@ -671,7 +693,15 @@ interface Gate {
   exited: Promise<void>;
   /** CMD's outcome: its status, or why it could not be started. */
   outcome: Promise<GateOutcome>;
-  run(message: { argv: string[]; env: NodeJS.ProcessEnv; ifParentDies: 'keep' | 'stop-group' | 'stop-command'; stopWithinMs: number }): void;
+  run(message: {
+    argv: string[];
+    env: NodeJS.ProcessEnv;
+    ifParentDies: 'keep' | 'stop-group' | 'stop-command';
+    stopWithinMs: number;
+    watch?: { socket: string; validForMs: number; confirmEveryMs: number; stopWithinMs: number };
+  }): void;
+  /** The lock's validity as corral lock last had it confirmed (ms from now), for the gate's watch. */
+  tell(message: { valid: number }): void;
   /** No CMD after all: the gate exits. */
   abandon(): void;
   /** Signals CMD's process group (or, --foreground, CMD alone). */
@@ -751,6 +781,9 @@ async function startGate(foreground: boolean): Promise<Gate> {
     run(message) {
       gate.told = true;
       channel.write(`${JSON.stringify({ run: message })}\n`);
+    },
+    tell(message) {
+      if (!channel.destroyed) channel.write(`${JSON.stringify(message)}\n`);
     },
     abandon() {
       if (!gate.told) channel.destroy();
