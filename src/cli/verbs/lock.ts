@@ -82,9 +82,10 @@ exits (--ignore-signal SIG: ignored and not forwarded, as flom). If the lock is 
 or agent dies or is cut off, or its session ends), corral lock says so, sends SIGTERM to CMD's
 process group and SIGKILL before anyone else can be granted the lock, and exits 98. If corral
 lock itself is killed, a local agent keeps the lock until CMD's process group has ended (even
-across a crash and restart of the agent); where the group cannot be attached (-a, another user's
-daemon, --foreground), the gate stops CMD and the agent keeps the lock until it has. See
-docs/locks.md.
+across a crash and restart of the agent; on etcd or a coordinator elsewhere, CMD's gate stops the
+group if the agent stays down too long to keep the lock); where the group cannot be attached (-a,
+another user's daemon, --foreground), the gate stops CMD and the agent keeps the lock until it
+has. See docs/locks.md.
 
 CMD runs in a session of its own, without a controlling terminal (Node cannot make a process group
 inside the terminal's session): a program that prompts on /dev/tty (sudo, ssh) fails there. Use
