@@ -23,8 +23,10 @@
 //   gate then does what corral lock did: it asks the agent on its socket every confirmEveryMs how
 //   long its group's lock is certainly held (confirm-group, proved by the gate's secret), and when
 //   less than stopWithinMs of the last confirmed validity is left, or the agent says it keeps no
-//   lock for the group, it stops the group (SIGTERM, SIGKILL just before the validity ends) and
-//   exits 98. An agent that crashed and restarted in time took the lock back and confirms it.
+//   lock for the group, it says so on stderr and stops the group: SIGTERM, then SIGKILL to the whole
+//   group, the gate included, once CMD has exited or just before the validity ends (its status,
+//   98 if it could tell, has no reader: corral lock is gone). An agent that crashed and restarted
+//   in time took the lock back and confirms it: nothing happens.
 // - stop-group: SIGTERM to the group now, SIGKILL after half of stopWithinMs (the lock is not
 //   attached: a remote agent, or another user's daemon; it outlives the client by stopWithinMs);
 // - stop-command: the same to CMD alone (--foreground: CMD shares corral lock's group).

@@ -605,9 +605,9 @@ async function lockAndRun(command: string[], s: Settings, target: Target, gate: 
   // Attached on a lease that counts on while the agent is down (etcd, a coordinator elsewhere): if
   // corral lock dies, the gate watches the agent itself, as corral lock does, and stops CMD's group
   // before the lease can expire. It starts from the validity corral lock last had confirmed,
-  // forwarded at every confirmation.
+  // forwarded at every confirmation. Not with --on-lost warn: CMD is to run on unprotected then.
   const watch =
-    held.attached && held.leaseOutlivesAgent && socket !== undefined
+    held.attached && held.leaseOutlivesAgent && socket !== undefined && s.onLost === 'kill'
       ? { socket, validForMs: Math.max(0, Math.floor(held.deadline - clock.now())), confirmEveryMs: held.confirmEveryMs, stopWithinMs: held.stopWithinMs }
       : undefined;
   gate.run({
