@@ -61,7 +61,7 @@ describe('an orphaned command’s gate watches the agent (etcd: the lease counts
     await cluster.stop();
   });
 
-  it('corral lock and then the agent killed and kept down: the gate stops CMD before the lease expires and another holder gets in', async () => {
+  it('corral lock and then the agent killed and kept down: the gate stops CMD before the lease expires and another holder gets in', async (t) => {
     const log = path.join(td.dir, 'down.log');
     const go = path.join(td.dir, 'down.go');
     const first = td.start(['lock', '--config', cluster.config, '-r', 'gwdown', '--', 'sh', '-c', beating(log, go)]);
@@ -80,6 +80,7 @@ describe('an orphaned command’s gate watches the agent (etcd: the lease counts
       const e = timedEvents(log);
       const secondAt = e.get('second') as bigint;
       const lastBeat = e.get('beat') as bigint;
+      t.diagnostic(`after the agent's death: CMD's last beat ${(lastBeat - killedAt) / 1_000_000n} ms, the second holder in ${(secondAt - killedAt) / 1_000_000n} ms`);
       assert.ok(lastBeat < secondAt, `CMD's last beat (${lastBeat}) comes before the second holder's enter (${secondAt})`);
       assert.ok(secondAt - killedAt > 2_000_000_000n, `the second holder got in only once the lease had expired (${(secondAt - killedAt) / 1_000_000n} ms after the agent died)`);
       assert.equal(e.get('leave'), undefined, 'CMD was stopped, it did not end by itself');
@@ -92,7 +93,7 @@ describe('an orphaned command’s gate watches the agent (etcd: the lease counts
     }
   });
 
-  it('corral lock and then the agent killed, the agent restarted at once: it takes the lock back, CMD runs on holding it, and the lock is released when CMD ends', async () => {
+  it('corral lock and then the agent killed, the agent restarted at once: it takes the lock back, CMD runs on holding it, and the lock is released when CMD ends', async (t) => {
     const log = path.join(td.dir, 'back.log');
     const go = path.join(td.dir, 'back.go');
     const first = td.start(['lock', '--config', cluster.config, '-r', 'gwback', '--', 'sh', '-c', beating(log, go)]);
@@ -105,6 +106,7 @@ describe('an orphaned command’s gate watches the agent (etcd: the lease counts
     const t0 = performance.now();
     await cluster.local.up();
     const upMs = performance.now() - t0;
+    t.diagnostic(`the agent restarted (local up) in ${Math.round(upMs)} ms`);
     try {
       // Past the lock session's 5 s TTL since the kill: the lease would have expired by now.
       await sleep(Math.max(0, 7000 - (performance.now() - t0)));
