@@ -2,16 +2,20 @@
 // concurrent clients (each on its own resource, its own session or connection), of
 //
 //   - the lock recipe in this process on the embedded store, and on a single-member etcd;
-//   - the library API through an agent (a private daemon process, over its UNIX socket);
+//   - the library API through an agent (a private daemon process, over its UNIX socket), and
+//     through an agent of a one-node cluster on etcd (`corral local up --store etcd://...`);
 //   - etcd's own lock service (v3lock Lock/Unlock through a raw grpc-js client);
 //   - Redis `SET key val NX PX ttl` with a checked release (compare-and-delete in Lua), through a
 //     minimal RESP client;
 //
-// and the CLI's fixed cost: `corral lock -- true` against `node -e ''` (median of N runs), with
+// and the CLI's fixed cost: `corral lock -- true` against `node -e ''` (medians of N alternating runs), with
 // NODE_EXTRA_CA_CERTS as the environment has it and without it. Prints a table and writes
 // bench/results/locks.json. etcd and redis-server are started here on loopback (random ports).
 //
-//   node dist/bench/locks.js [--quick]
+//   node dist/bench/locks.js [--quick] [--seconds N] [--only TEXT]... [--no-cli]
+//
+// --only runs the contenders whose name contains TEXT (repeatable; etcd's lock always runs, for
+// the ratios); --no-cli skips the CLI's fixed cost. A partial run prints but writes no results.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -33,9 +37,15 @@ import { startEtcd } from '../src/testkit/etcd.js';
 import { RpcClient } from '../src/transport/client.js';
 import { printTable, summarize, writeResults, type LatencySummary, type Row } from './lib.js';
 
-const quick = process.argv.includes('--quick');
-const SECONDS = quick ? 1 : 3;
+const argv = process.argv.slice(2);
+const quick = argv.includes('--quick');
+const only = argv.flatMap((a, i) => (a === '--only' && argv[i + 1] !== undefined ? [argv[i + 1] as string] : []));
+const secondsArg = argv.indexOf('--seconds');
+const SECONDS = secondsArg >= 0 ? Number(argv[secondsArg + 1]) : quick ? 1 : 3;
 const CLI_RUNS = quick ? 10 : 30;
+const withCli = !argv.includes('--no-cli');
+const partial = only.length > 0 || !withCli || secondsArg >= 0;
+const wanted = (name: string): boolean => only.length === 0 || only.some((o) => name.includes(o));
 const CORRAL = fileURLToPath(new URL('../../bin/corral', import.meta.url));
 const PROTO_DIR = fileURLToPath(new URL('../../bench/proto/', import.meta.url));
 
@@ -89,10 +99,10 @@ function recipeClient(store: Store, tag: string): (i: number) => Promise<LockCli
   };
 }
 
-function agentClient(socket: string): (i: number) => Promise<LockClient> {
+function agentClient(socket: string, tag: string): (i: number) => Promise<LockClient> {
   return (i) => {
     const rpc = new RpcClient({ kind: 'unix', path: socket });
-    const resource = `agent${i}`;
+    const resource = `${tag}${i}`;
     return Promise.resolve({
       cycle: async () => {
         const lock = await acquireLock(rpc, { resource });
@@ -298,6 +308,20 @@ async function startPrivateAgent(dir: string): Promise<{ socket: string; stop():
   return { socket, stop: () => stopChild(child) };
 }
 
+/** A one-node corral cluster whose store is etcd at `endpoint`; its agent's UNIX socket. */
+function startEtcdCluster(dir: string, endpoint: string): { socket: string; stop(): Promise<void> } {
+  const clusterDir = path.join(dir, 'etcd-cluster');
+  const up = spawnSync(process.execPath, [CORRAL, 'local', 'up', '-n', '1', '--dir', clusterDir, '--store', `etcd://${endpoint.replace(/^https?:\/\//, '')}`], { encoding: 'utf8' });
+  if (up.status !== 0) throw new Error(`corral local up on etcd failed (${up.status}): ${up.stderr}`);
+  return {
+    socket: path.join(clusterDir, 'n1', 'agent.sock'),
+    stop: () => {
+      spawnSync(process.execPath, [CORRAL, 'local', 'down', '--dir', clusterDir], { stdio: 'ignore' });
+      return Promise.resolve();
+    },
+  };
+}
+
 function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
@@ -310,18 +334,30 @@ function stopChild(child: ChildProcess): Promise<void> {
   });
 }
 
-/** Median wall time of `runs` runs of a command (hyperfine-like: one warm-up run first). */
-function medianMs(command: string, args: string[], env: NodeJS.ProcessEnv, runs: number): number {
-  spawnSync(command, args, { env, stdio: 'ignore' });
-  const times: number[] = [];
+/** Wall time of one run of a command, which must exit 0. */
+function timeRun(command: string, args: string[], env: NodeJS.ProcessEnv): number {
+  const t = performance.now();
+  const r = spawnSync(command, args, { env, stdio: 'ignore' });
+  const ms = performance.now() - t;
+  if (r.status !== 0) throw new Error(`${command} ${args.join(' ')} exited ${r.status}`);
+  return ms;
+}
+
+/**
+ * Median wall times of `runs` runs of two commands, alternating (one warm-up run of each first),
+ * so that a machine whose load changes during the measure weighs on both alike.
+ */
+function pairedMediansMs(a: [string, string[]], b: [string, string[]], env: NodeJS.ProcessEnv, runs: number): [number, number] {
+  timeRun(...a, env);
+  timeRun(...b, env);
+  const ta: number[] = [];
+  const tb: number[] = [];
   for (let i = 0; i < runs; i++) {
-    const t = performance.now();
-    const r = spawnSync(command, args, { env, stdio: 'ignore' });
-    times.push(performance.now() - t);
-    if (r.status !== 0) throw new Error(`${command} ${args.join(' ')} exited ${r.status}`);
+    ta.push(timeRun(...a, env));
+    tb.push(timeRun(...b, env));
   }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)] as number;
+  const median = (t: number[]): number => [...t].sort((x, y) => x - y)[Math.floor(t.length / 2)] as number;
+  return [median(ta), median(tb)];
 }
 
 // --- the run ----------------------------------------------------------------------------------
@@ -342,15 +378,23 @@ try {
   cleanups.push(() => redis.stop());
   const agent = await startPrivateAgent(dir);
   cleanups.push(() => agent.stop());
+  const etcdAgent = startEtcdCluster(dir, endpoint);
+  cleanups.push(() => etcdAgent.stop());
   const pb = v3lockRpcs();
 
-  const contenders: [string, (i: number) => Promise<LockClient>][] = [
-    ['recipe, embedded store (in process)', recipeClient(embedded, 'emb')],
-    ['recipe, etcd (in process)', recipeClient(etcdStore, 'etcd')],
-    ['library API through an agent (private daemon, UNIX socket)', agentClient(agent.socket)],
-    ["etcd's own lock (v3lock Lock/Unlock, raw grpc-js)", etcdLockClient(endpoint, pb)],
-    ['Redis SET NX PX + checked release (Lua)', redisClient(redis.port)],
-  ];
+  const etcdLock = "etcd's own lock (v3lock Lock/Unlock, raw grpc-js)";
+  const viaAgent = 'library API through an agent (private daemon, embedded store, UNIX socket)';
+  const viaEtcdAgent = 'library API through an agent on etcd (one-node cluster, UNIX socket)';
+  const contenders: [string, (i: number) => Promise<LockClient>][] = (
+    [
+      ['recipe, embedded store (in process)', recipeClient(embedded, 'emb')],
+      ['recipe, etcd (in process)', recipeClient(etcdStore, 'etcd')],
+      [viaAgent, agentClient(agent.socket, 'agent')],
+      [viaEtcdAgent, agentClient(etcdAgent.socket, 'etcdagent')],
+      [etcdLock, etcdLockClient(endpoint, pb)],
+      ['Redis SET NX PX + checked release (Lua)', redisClient(redis.port)],
+    ] as [string, (i: number) => Promise<LockClient>][]
+  ).filter(([name]) => name === etcdLock || wanted(name));
   for (const [name, make] of contenders) {
     for (const clients of [1, 64]) {
       const m = await measure(clients, make);
@@ -359,12 +403,11 @@ try {
     }
   }
   const cps = (name: string, clients: number): number => results[`${name}, ${clients}`]?.cyclesPerSecond ?? NaN;
-  const etcdLock = "etcd's own lock (v3lock Lock/Unlock, raw grpc-js)";
   for (const [name] of contenders) {
     for (const clients of [1, 64]) {
       const m = results[`${name}, ${clients}`] as Measured;
       const row: Row = { metric: `${name}, ${clients} client${clients === 1 ? '' : 's'}`, value: Math.round(m.cyclesPerSecond), unit: 'cycles/s', note: `p50 ${m.latencyMs.p50.toFixed(2)} ms, p99 ${m.latencyMs.p99.toFixed(2)} ms` };
-      if (name.startsWith('recipe, embedded')) {
+      if (name.startsWith('recipe, embedded') || name === viaAgent) {
         const target = clients === 1 ? 1000 : 10_000;
         row.target = `≥ ${target}`;
         row.ok = m.cyclesPerSecond >= target;
@@ -374,9 +417,14 @@ try {
     }
   }
   for (const clients of [1, 64]) {
-    for (const name of ['recipe, embedded store (in process)', 'library API through an agent (private daemon, UNIX socket)']) {
+    for (const [name] of contenders.filter(([n]) => n === viaAgent || n === viaEtcdAgent || n.startsWith('recipe, embedded'))) {
       const ratio = cps(name, clients) / cps(etcdLock, clients);
-      rows.push({ metric: `${name.split(' (')[0]} vs etcd's lock, ${clients} client${clients === 1 ? '' : 's'}`, value: ratio, unit: '×', target: '≥ 2', ok: ratio >= 2 });
+      const row: Row = { metric: `${name.split(' (')[0]} vs etcd's lock, ${clients} client${clients === 1 ? '' : 's'}`, value: ratio, unit: '×' };
+      if (name !== viaEtcdAgent) {
+        row.target = '≥ 2';
+        row.ok = ratio >= 2;
+      }
+      rows.push(row);
     }
   }
 
@@ -385,30 +433,38 @@ try {
   const noCa: NodeJS.ProcessEnv = { ...withCa };
   delete noCa.NODE_EXTRA_CA_CERTS;
   const cli: Record<string, { nodeMs: number; lockMs: number; ratio: number }> = {};
-  for (const [label, env] of [
-    [process.env.NODE_EXTRA_CA_CERTS ? 'NODE_EXTRA_CA_CERTS set (this machine)' : 'NODE_EXTRA_CA_CERTS unset (this machine)', withCa],
-    ['NODE_EXTRA_CA_CERTS unset', noCa],
-  ] as const) {
+  const cliRuns = withCli
+    ? ([
+        [process.env.NODE_EXTRA_CA_CERTS ? 'NODE_EXTRA_CA_CERTS set (this machine)' : 'NODE_EXTRA_CA_CERTS unset (this machine)', withCa],
+        ['NODE_EXTRA_CA_CERTS unset', noCa],
+      ] as const)
+    : [];
+  for (const [label, env] of cliRuns) {
     if (label in cli) continue;
-    const nodeMs = medianMs(process.execPath, ['-e', ''], env, CLI_RUNS);
-    const lockMs = medianMs(process.execPath, [CORRAL, 'lock', '-s', agent.socket, '--', 'true'], env, CLI_RUNS);
+    const [nodeMs, lockMs] = pairedMediansMs([process.execPath, ['-e', '']], [process.execPath, [CORRAL, 'lock', '-s', agent.socket, '--', 'true']], env, CLI_RUNS);
     cli[label] = { nodeMs, lockMs, ratio: lockMs / nodeMs };
-    rows.push({ metric: `corral lock -- true, ${label}`, value: lockMs, unit: 'ms', note: `node -e '' ${nodeMs.toFixed(1)} ms (median of ${CLI_RUNS})` });
+    rows.push({ metric: `corral lock -- true, ${label}`, value: lockMs, unit: 'ms', note: `node -e '' ${nodeMs.toFixed(1)} ms (medians of ${CLI_RUNS} alternating runs)` });
     rows.push({ metric: `corral lock -- true / node -e '', ${label}`, value: lockMs / nodeMs, unit: '×', target: '≤ 2', ok: lockMs / nodeMs <= 2 });
   }
   printTable(`locks: acquire + release cycles (${SECONDS} s per run; each client on its own resource)`, rows);
-  const file = writeResults('locks', {
-    secondsPerRun: SECONDS,
-    notes: [
-      'each client locks its own resource: the numbers measure the lock path, not contention',
-      'corral and etcd fsync every write (group commit); Redis runs in memory without persistence (--save "" --appendonly no)',
-      'etcd: a single member on this machine, started by the benchmark; its v3lock creates a key on the lease and waits for its predecessors (etcd clientv3 concurrency)',
-    ],
-    cycles: results,
-    cli,
-    rows,
-  });
-  process.stdout.write(`\nwritten to ${file}\n`);
+  if (partial) {
+    process.stdout.write('\na partial run (--only, --seconds or --no-cli): no results written\n');
+  } else {
+    const file = writeResults('locks', {
+      secondsPerRun: SECONDS,
+      notes: [
+        'each client locks its own resource: the numbers measure the lock path, not contention',
+        'corral and etcd fsync every write (group commit); Redis runs in memory without persistence (--save "" --appendonly no)',
+        'etcd: a single member on this machine, started by the benchmark; its v3lock creates a key on the lease and waits for its predecessors (etcd clientv3 concurrency)',
+        'through an agent: each client has its own connection to the agent (a raw lock channel on its UNIX socket); the agent on etcd is a one-node corral cluster whose store is that same etcd',
+        `NODE_EXTRA_CA_CERTS ${process.env.NODE_EXTRA_CA_CERTS ? 'set' : 'unset'} in this run's environment`,
+      ],
+      cycles: results,
+      cli,
+      rows,
+    });
+    process.stdout.write(`\nwritten to ${file}\n`);
+  }
 } finally {
   for (const c of cleanups.reverse()) await c().catch(() => undefined);
   rmSync(dir, { recursive: true, force: true });

@@ -142,6 +142,9 @@ export class Agent {
       clock: this.clock,
       logger: logger.child({ component: 'locks' }),
       onActivity: () => this.activityChanged(),
+      // Its own embedded store gives leases a fresh TTL when it restarts; etcd or a coordinator
+      // elsewhere counts on while this agent is down.
+      leaseOutlivesAgent: !(this.isCoordinator && config.store.backend === 'embedded'),
     });
     await this.recoverLocks(lockTtlSeconds);
     const lifespan = this.opts.private?.lifespanMs;

@@ -6,6 +6,7 @@ import { CorralError } from '../api/errors.js';
 import { LOCK_PATHS } from '../api/lock-wire.js';
 import type { RpcServer } from '../transport/server.js';
 import type { PeerIdentity } from '../transport/types.js';
+import { serveLockChannel } from './lock-channel.js';
 import type { LockService } from './lock-service.js';
 import { isOperator } from './routes.js';
 
@@ -28,6 +29,7 @@ function bodyOf(body: unknown): Record<string, unknown> {
 
 export function addLockRoutes(server: RpcServer, locks: LockService, controls?: PrivateControls): void {
   const allow = { allow: mayLock };
+  server.channel(LOCK_PATHS.channel, (req) => serveLockChannel(locks, req), allow);
   server.route('POST', LOCK_PATHS.acquire, (req) => locks.acquire(req.body, req.peer, req.signal), allow);
   server.route('POST', LOCK_PATHS.release, (req) => {
     const b = bodyOf(req.body);

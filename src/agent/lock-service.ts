@@ -21,7 +21,7 @@
 //   lock in the store, so an agent that crashes and restarts takes the lock back (recover()) and
 //   keeps it on while the group still runs;
 // - guarded (a client that cannot attach: remote, or another user's on a shared socket): the lock
-//   is kept `stopWithinMs` more, the time the client's gate (CMD's parent, cli/lock-gate.ts) has to
+//   is kept `stopWithinMs` more, the time the client's gate (CMD's parent, cli/lock-gate.cts) has to
 //   stop CMD once the client is gone; then released;
 // - neither (a library client): released at once, as flom does.
 //
@@ -58,6 +58,13 @@ export interface LockServiceOptions {
   logger: Logger;
   /** Called whenever the number of open tickets changes (a private daemon's idle exit). */
   onActivity?: () => void;
+  /**
+   * Whether the lock session's lease keeps counting while this agent is down (etcd, or a
+   * coordinator on another node), so that an orphaned command's gate must watch this agent itself
+   * (confirmGroup). False for a store of its own (a private daemon's, the coordinator's embedded
+   * store): a restart gives its leases a fresh TTL. Default true.
+   */
+  leaseOutlivesAgent?: boolean;
 }
 
 type TicketState = 'waiting' | 'held' | 'orphaned' | 'done';
@@ -102,6 +109,8 @@ export class LockService {
   private closing = false;
   /** Background work (retried releases, cleanups) that close() waits for, bounded. */
   private readonly background = new Set<Promise<void>>();
+  /** recover() has run: a group with no ticket has no lock here (until then, not known). */
+  private recovered = false;
 
   constructor(readonly opts: LockServiceOptions) {}
 
@@ -174,6 +183,33 @@ export class LockService {
   }
 
   /**
+   * confirm-group on the lock channel, asked by a gate whose client is gone: how long the lock kept
+   * for its process group is certainly still held (the shortest if several). Only the group's own
+   * leader can ask (the same check as attach: the secret in its environment), and the answer is a
+   * duration or NOT_FOUND, nothing about any other lock. Until recover() has run (a restart whose
+   * store answers late), a group without a ticket is UNAVAILABLE: the gate asks again.
+   */
+  confirmGroup(pgid: unknown, secret: unknown, peer: PeerIdentity): LockConfirmAnswer {
+    if (peer.kind !== 'local') throw new CorralError('FORBIDDEN', 'only a local client can confirm the lock of a process group');
+    if (typeof pgid !== 'number' || typeof secret !== 'string') throw new CorralError('BAD_REQUEST', 'confirm-group needs {pgid: a process group id, secret: the hex secret in its leader’s environment}');
+    const check = checkAttach(pgid, secret);
+    if (!check.ok) throw new CorralError('FORBIDDEN', `cannot confirm the lock of process group ${pgid}: ${check.reason}`);
+    let least: number | undefined;
+    for (const t of this.tickets.values()) {
+      if (!t.keptFor(check.identity)) continue;
+      try {
+        const ms = t.validForMs();
+        least = least === undefined ? ms : Math.min(least, ms);
+      } catch {
+        // lost meanwhile: it does not count
+      }
+    }
+    if (least !== undefined) return { validForMs: least };
+    if (!this.recovered) throw new CorralError('UNAVAILABLE', 'the agent is still taking back the locks of its previous run; ask again');
+    throw new CorralError('NOT_FOUND', `this agent keeps no lock for process group ${pgid}`);
+  }
+
+  /**
    * What keeps a lock once its client is gone (the header): `attach` {pgid, secret} from a local
    * client, verified; else `guard`. A group that cannot be verified because it is another user's
    * falls back to the guard when the client asked for it; any other failed check refuses the
@@ -243,6 +279,7 @@ export class LockService {
         }));
       }
     }
+    this.recovered = true;
     if (taken > 0) this.opts.onActivity?.();
     return taken;
   }
@@ -440,6 +477,12 @@ class LockTicket implements AsyncIterableIterator<LockEvent> {
     return t;
   }
 
+  /** Whether this ticket holds (or keeps, its client gone) a lock for the process group `id`. */
+  keptFor(id: ProcessGroupIdentity): boolean {
+    const group = this.keeping.group;
+    return (this.state === 'held' || this.state === 'orphaned') && group !== undefined && group.pgid === id.pgid && group.start === id.start && group.boot === id.boot;
+  }
+
   /** The session its lock is held under (once granted). */
   get heldUnder(): Session | undefined {
     return this.session;
@@ -618,6 +661,7 @@ class LockTicket implements AsyncIterableIterator<LockEvent> {
       validForMs: this.validForMs(),
       ...this.service.pacing(),
       attached: this.keeping.group !== undefined,
+      ...(this.keeping.group !== undefined && this.service.opts.leaseOutlivesAgent !== false ? { leaseOutlivesAgent: true } : {}),
       ...(this.keeping.group === undefined && this.keeping.guard ? { guardedForMs: this.service.pacing().stopWithinMs } : {}),
       ...(this.keeping.refused !== undefined ? { attachRefused: this.keeping.refused } : {}),
     };

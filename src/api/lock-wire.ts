@@ -1,6 +1,9 @@
 // The lock endpoints on the wire, shared by the agent's lock service and the typed client.
 // Import-free, so the `corral lock` client pays nothing for it.
 //
+//   POST /v1/locks/channel  NDJSON LockCommand… → NDJSON LockChannelEvent…: every lock of a
+//                           client over one channel (the library and `corral lock` use this; an
+//                           orphaned command's gate asks confirm-group on it)
 //   POST /v1/locks/acquire  {LockAcquireBody}  → NDJSON stream of LockEvent, open while the lock is held
 //   POST /v1/locks/release  {id, rollback}     → {released: true}; the stream then ends with "released"
 //   POST /v1/locks/confirm  {id}               → {validForMs}: the lock is held at least that long
@@ -10,8 +13,16 @@
 // Closing the acquire stream (or the client dying) releases the lock, rolling a transactional
 // sequence value back, unless the request attached a process group that still runs (then it is
 // released when the group is gone) or asked for the guard (then it is released stopWithinMs later).
+//
+// On the channel, each request has a number (`ref`) chosen by the client, unique on the channel;
+// its commands and events carry it. `cancel` is what closing an acquire stream is: it gives up a
+// wait, or drops a held lock as if its client had died. Closing the channel cancels every request
+// on it. Answers to release and confirm echo the command's `seq`; a command that fails gets a
+// `failed` event instead. Over a UNIX socket the channel is a raw connection whose first line is
+// `CORRAL-CHANNEL/1 /v1/locks/channel` (src/transport/channel.ts).
 
 export const LOCK_PATHS = {
+  channel: '/v1/locks/channel',
   acquire: '/v1/locks/acquire',
   release: '/v1/locks/release',
   confirm: '/v1/locks/confirm',
@@ -75,6 +86,12 @@ export interface LockGrantedEvent {
   guardedForMs?: number;
   /** Why the attach asked for was not made (the guard applies instead). */
   attachRefused?: string;
+  /**
+   * Attached, and the lock's lease lives on a store that keeps counting while this agent is down
+   * (etcd, or a coordinator on another node): if the client dies, its gate confirms the group's lock
+   * itself (`confirm-group`) and stops the group when the agent stops confirming it in time.
+   */
+  leaseOutlivesAgent?: boolean;
 }
 
 export type LockEvent =
@@ -83,6 +100,29 @@ export type LockEvent =
   /** The lock is gone (session lost, agent stopping): the stream ends after this. */
   | { event: 'lost'; id: string; code: string; reason: string }
   | { event: 'released'; id: string };
+
+/** What a client sends on the lock channel. */
+export type LockCommand =
+  | ({ op: 'acquire'; ref: number } & LockAcquireBody)
+  | { op: 'release'; ref: number; seq: number; rollback?: boolean }
+  | { op: 'confirm'; ref: number; seq: number }
+  /**
+   * From a gate whose client is gone: how long the lock kept for its process group (attached) is
+   * certainly still held. `secret` is the gate's CORRAL_LOCK_GATE, checked as for attach: only the
+   * group's own leader can ask. Answered `confirmed` (validForMs, the shortest if several) or
+   * `failed` (NOT_FOUND: no lock is kept for the group; UNAVAILABLE: not known yet, ask again).
+   */
+  | { op: 'confirm-group'; ref: number; seq: number; pgid: number; secret: string }
+  | { op: 'cancel'; ref: number };
+
+/** What the agent sends on the lock channel: a request's LockEvents, and answers to its commands. */
+export type LockChannelEvent =
+  | (Exclude<LockEvent, { event: 'released' }> & { ref: number })
+  /** The answer to release: the lock is released (the request is over). */
+  | { ref: number; event: 'released'; id: string; seq?: number }
+  | { ref: number; event: 'confirmed'; seq: number; validForMs: number }
+  /** An acquire (no seq) or a command that failed; a failed acquire ends its request. */
+  | { ref: number; event: 'failed'; op: LockCommand['op']; seq?: number; error: { code: string; message: string } };
 
 export interface LockReleaseBody {
   id: string;

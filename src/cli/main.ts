@@ -4,7 +4,6 @@
 import { CorralError } from '../api/errors.js';
 import { parseArgs, renderHelp, UsageError } from './args.js';
 import type { CliIO, Verb } from './verb.js';
-import { packageVersion } from './version.js';
 
 /** Verb name → module loader. One file per verb under ./verbs/. */
 export const verbs: Record<string, () => Promise<{ verb: Verb }>> = {
@@ -67,6 +66,8 @@ export async function main(argv: readonly string[], io: CliIO): Promise<number> 
     return first === undefined ? 2 : 0;
   }
   if (first === '--version' || first === '-V' || first === 'version') {
+    // Loaded here only: every module on the start path costs every command (corral lock above all).
+    const { packageVersion } = await import('./version.js');
     io.stdout(`corral ${packageVersion()}\n`);
     return 0;
   }

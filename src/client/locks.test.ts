@@ -7,10 +7,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { isCorralError } from '../api/errors.js';
-import type { LockEvent } from '../api/lock-wire.js';
+import type { LockCommand, LockGrantedEvent } from '../api/lock-wire.js';
 import { Agent } from '../agent/agent.js';
 import { privateAgentConfig } from '../agent/private-agent.js';
-import { RpcClient, type RpcStream } from '../transport/client.js';
+import { RpcClient, type ChannelHandlers, type RpcChannel } from '../transport/client.js';
 import { nullLogger } from '../util/log.js';
 import { acquireLock, listLocksVia } from './locks.js';
 
@@ -72,24 +72,27 @@ describe('locks through an agent with the library API', () => {
 
 describe('the loss rule of a held lock', () => {
   /** A stub agent: grants at once, then never confirms (as a frozen or cut-off agent). */
-  function stubAgent(granted: Partial<Extract<LockEvent, { event: 'granted' }>>): { rpc: RpcClient; closed: () => boolean } {
-    let closed = false;
-    const events: LockEvent[] = [
-      { event: 'granted', id: 'x', resource: 'r', kind: 'simple', mode: 'EX', quantity: 1, value: null, fencingToken: '7', validForMs: 1000, confirmEveryMs: 50, stopWithinMs: 300, ...granted },
-    ];
-    const stream = (): RpcStream<LockEvent> => ({
-      [Symbol.asyncIterator]: async function* () {
-        yield* events;
-        await new Promise<void>(() => undefined); // open, silent
+  function stubAgent(granted: Partial<LockGrantedEvent>): { rpc: RpcClient; cancelled: () => boolean } {
+    let cancelled = false;
+    const channel = (_path: string, handlers: ChannelHandlers): RpcChannel => ({
+      send: (value) => {
+        const command = value as LockCommand;
+        if (command.op === 'acquire') {
+          const event = { event: 'granted', ref: command.ref, id: 'x', resource: 'r', kind: 'simple', mode: 'EX', quantity: 1, value: null, fencingToken: '7', validForMs: 1000, confirmEveryMs: 50, stopWithinMs: 300, ...granted };
+          queueMicrotask(() => handlers.onMessage(event));
+        }
+        if (command.op === 'cancel') cancelled = true;
+        // confirm: never answered
       },
-      close: () => (closed = true),
+      setActive: () => undefined,
+      close: () => undefined,
     });
-    const rpc = { where: 'stub', stream, call: () => new Promise<never>(() => undefined) } as unknown as RpcClient;
-    return { rpc, closed: () => closed };
+    const rpc = { where: 'stub', requestTimeoutMs: 10_000, channel } as unknown as RpcClient;
+    return { rpc, cancelled: () => cancelled };
   }
 
   it('is lost when confirmations stop, with time left to stop the work before the validity ends', async () => {
-    const { rpc, closed } = stubAgent({ validForMs: 600, stopWithinMs: 300 });
+    const { rpc, cancelled } = stubAgent({ validForMs: 600, stopWithinMs: 300 });
     const t0 = performance.now();
     const lock = await acquireLock(rpc, { resource: 'r' });
     const reason = await lock.whenLost();
@@ -98,8 +101,8 @@ describe('the loss rule of a held lock', () => {
     assert.match(reason.message, /has not confirmed it in time/);
     assert.ok(at >= 250 && at < 450, `lost after ${at} ms (validity 600, stop within 300)`);
     assert.ok(lock.deadline - performance.now() > 100, 'time is left for the grace period');
-    assert.equal(closed(), false, 'the stream stays open (the agent must not release while the work stops)');
+    assert.equal(cancelled(), false, 'the request stays open (the agent must not release while the work stops)');
     await lock.release();
-    assert.equal(closed(), true);
+    assert.equal(cancelled(), true);
   });
 });

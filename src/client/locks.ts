@@ -1,23 +1,34 @@
 // Locks through an agent, for programs: acquireLock() sends the request over the agent's lock
-// stream and returns the lock held; release() is idempotent; `lost` fires before anyone else can
+// channel and returns the lock held; release() is idempotent; `lost` fires before anyone else can
 // be granted the lock, so work stopped on it never overlaps another holder's.
 //
 //   const lock = await acquireLock(rpc, { resource: 'backup', mode: 'PR', timeoutMs: 5000 });
 //   lock.lost.addEventListener('abort', stopTheWork);
 //   try { await work(lock.fencingToken, lock.value); } finally { await lock.release({ rollback: failed }); }
 //
+// Every lock of one RpcClient travels on one channel (src/api/lock-wire.ts): a line per request and
+// per answer, not an HTTP/2 exchange each. The channel opens with the first request and again after
+// it ends; while nothing is requested or held on it, it does not keep the process alive.
+//
 // How loss is known without trusting the agent to say so: the holder confirms the lock every
 // `confirmEveryMs`; each answer says how long the agent's session is certainly alive, counted here
 // from when the confirmation was *sent*. When less than `stopWithinMs` of that remains unconfirmed
 // (the agent is frozen, cut off, or its store is gone), the lock counts as lost: the rest is the
 // grace period to stop the work, and it ends before the lease can expire on the store. A broken
-// stream or a "lost" event is a loss at once.
+// channel or a "lost" event is a loss at once.
 //
 // Import-light (the transport client and types only): `corral lock` loads it on its start path.
 
 import { CorralError, isCorralError } from '../api/errors.js';
-import { LOCK_PATHS, type LockAcquireBody, type LockConfirmAnswer, type LockEvent, type LockGrantedEvent, type LockListingWire } from '../api/lock-wire.js';
-import type { RpcClient } from '../transport/client.js';
+import {
+  LOCK_PATHS,
+  type LockAcquireBody,
+  type LockChannelEvent,
+  type LockCommand,
+  type LockGrantedEvent,
+  type LockListingWire,
+} from '../api/lock-wire.js';
+import type { RpcChannel, RpcClient } from '../transport/client.js';
 import { systemClock, type Clock, type Timer } from '../util/clock.js';
 
 export type { LockEvent, LockGrantedEvent, LockListingWire } from '../api/lock-wire.js';
@@ -54,6 +65,74 @@ export interface LockOptions {
 /** The agent answers a timed-out request itself; this much later the client gives up on its own. */
 const TIMEOUT_SLACK_MS = 250;
 
+/** What a request's listener hears: its events, or the end of the channel. */
+type ChannelNews = LockChannelEvent | { event: 'end'; reason: CorralError; byPeer: boolean };
+
+/** One RpcClient's lock channel, opened on first use and again after it ends. */
+const channels = new WeakMap<RpcClient, LockChannel>();
+
+class LockChannel {
+  private readonly listeners = new Map<number, (news: ChannelNews) => void>();
+  private nextRef = 1;
+  private readonly channel: RpcChannel;
+  private active = true;
+  /** Why the channel is over; a new one serves the next request. */
+  over: CorralError | undefined;
+
+  static of(rpc: RpcClient): LockChannel {
+    let channel = channels.get(rpc);
+    if (channel === undefined || channel.over !== undefined) {
+      channel = new LockChannel(rpc);
+      channels.set(rpc, channel);
+    }
+    return channel;
+  }
+
+  private constructor(readonly rpc: RpcClient) {
+    this.channel = rpc.channel(LOCK_PATHS.channel, {
+      onMessage: (message) => this.listeners.get((message as LockChannelEvent).ref)?.(message as LockChannelEvent),
+      onEnd: (reason, byPeer) => this.end(reason, byPeer),
+    });
+  }
+
+  /** A new request number, its events to `listener`. */
+  open(listener: (news: ChannelNews) => void): number {
+    const ref = this.nextRef++;
+    this.listeners.set(ref, listener);
+    this.activity();
+    return ref;
+  }
+
+  /** Hands a request's events to another listener. */
+  listen(ref: number, listener: (news: ChannelNews) => void): void {
+    if (this.listeners.has(ref)) this.listeners.set(ref, listener);
+  }
+
+  send(command: LockCommand): void {
+    this.channel.send(command);
+  }
+
+  /** The request is over for this client: its events are dropped. */
+  forget(ref: number): void {
+    if (this.listeners.delete(ref)) this.activity();
+  }
+
+  /** Keeps the process alive while a request is waiting or a lock held. */
+  private activity(): void {
+    const active = this.listeners.size > 0;
+    if (active === this.active) return;
+    this.active = active;
+    this.channel.setActive(active);
+  }
+
+  private end(reason: CorralError, byPeer: boolean): void {
+    this.over = reason;
+    const listeners = [...this.listeners.values()];
+    this.listeners.clear();
+    for (const listener of listeners) listener({ event: 'end', reason, byPeer });
+  }
+}
+
 /** Sends the request and waits for the grant. Rejects with the agent's CorralError (LOCK_BUSY, LOCK_TIMEOUT, ...). */
 export async function acquireLock(rpc: RpcClient, options: LockOptions = {}): Promise<HeldLock> {
   const clock = options.clock ?? systemClock;
@@ -68,45 +147,69 @@ export async function acquireLock(rpc: RpcClient, options: LockOptions = {}): Pr
   if (options.command !== undefined) body.command = options.command;
   if (options.attach !== undefined) body.attach = options.attach;
   if (options.guard === true) body.guard = true;
-  options.signal?.throwIfAborted();
+  const { signal } = options;
+  signal?.throwIfAborted();
 
-  const stop = new AbortController();
-  let timer: Timer | undefined;
-  const onAbort = (): void => stop.abort(options.signal?.reason);
-  options.signal?.addEventListener('abort', onAbort, { once: true });
-  if (timeoutMs > 0) {
-    timer = clock.setTimer(timeoutMs + TIMEOUT_SLACK_MS, () =>
-      stop.abort(new CorralError('LOCK_TIMEOUT', `the lock on ${body.resource} was not obtained because the timeout (${timeoutMs} milliseconds) expired`)),
-    );
-  }
-  const stream = rpc.stream<LockEvent>('POST', LOCK_PATHS.acquire, body, { signal: stop.signal });
-  const events = stream[Symbol.asyncIterator]();
-  try {
-    for (;;) {
-      const step = await events.next();
-      if (step.done) {
-        stop.signal.throwIfAborted();
-        throw new CorralError('UNAVAILABLE', `${rpc.where} closed the lock request for ${body.resource} before answering; retry`);
-      }
-      const event = step.value;
-      if (event.event === 'queued') {
-        options.onQueued?.();
-        continue;
-      }
-      if (event.event !== 'granted') throw new CorralError('UNAVAILABLE', `${rpc.where} ended the lock request for ${body.resource} (${event.event}) before granting it; retry`);
+  const channel = LockChannel.of(rpc);
+  return await new Promise<HeldLock>((resolve, reject) => {
+    let timer: Timer | undefined;
+    let settled = false;
+    const finish = (err: Error | undefined, lock?: HeldLock): void => {
+      if (settled) return;
+      settled = true;
       timer?.cancel();
-      const lock = new HeldLock(rpc, event, events, () => stream.close(), clock, startedAt);
-      await lock.settle();
-      return lock;
+      signal?.removeEventListener('abort', onAbort);
+      if (err) reject(err);
+      else resolve(lock as HeldLock);
+    };
+    /** Leaves the line (or drops a grant in flight): the agent sees the request's client gone. */
+    const giveUp = (reason: Error): void => {
+      if (settled) return;
+      channel.send({ op: 'cancel', ref });
+      channel.forget(ref);
+      finish(reason);
+    };
+    const onAbort = (): void => giveUp(signal?.reason instanceof Error ? signal.reason : new CorralError('INTERNAL', `aborted: ${String(signal?.reason)}`));
+    const ref = channel.open((news) => {
+      switch (news.event) {
+        case 'queued':
+          options.onQueued?.();
+          return;
+        case 'granted': {
+          // From here on the options' signal and timeout have no effect: release() ends the lock.
+          timer?.cancel();
+          signal?.removeEventListener('abort', onAbort);
+          const lock = new HeldLock(channel, ref, news, clock, startedAt);
+          lock.settle().then(
+            () => finish(undefined, lock),
+            (err: unknown) => {
+              lock.drop();
+              finish(err as Error);
+            },
+          );
+          return;
+        }
+        case 'failed':
+          channel.forget(ref);
+          finish(CorralError.fromWire(news.error));
+          return;
+        case 'end':
+          finish(news.reason);
+          return;
+        case 'lost':
+        case 'released':
+        case 'confirmed':
+          giveUp(new CorralError('UNAVAILABLE', `${rpc.where} ended the lock request for ${body.resource} (${news.event}) before granting it; retry`));
+      }
+    });
+    channel.send({ op: 'acquire', ref, ...body });
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (timeoutMs > 0) {
+      timer = clock.setTimer(timeoutMs + TIMEOUT_SLACK_MS, () =>
+        giveUp(new CorralError('LOCK_TIMEOUT', `the lock on ${body.resource} was not obtained because the timeout (${timeoutMs} milliseconds) expired`)),
+      );
     }
-  } catch (err) {
-    stream.close();
-    if (stop.signal.aborted) throw stop.signal.reason instanceof Error ? stop.signal.reason : err;
-    throw err;
-  } finally {
-    timer?.cancel();
-    options.signal?.removeEventListener('abort', onAbort);
-  }
+  });
 }
 
 /** GET /v1/locks: every resource with its holders and waiters. */
@@ -117,6 +220,12 @@ export function listLocksVia(rpc: RpcClient): Promise<LockListingWire> {
 export interface ReleaseOptions {
   /** The protected work failed: a transactional sequence (`_S_`) value returns for reuse. */
   rollback?: boolean;
+}
+
+interface PendingCommand {
+  resolve(event: LockChannelEvent): void;
+  reject(err: CorralError): void;
+  timer: Timer;
 }
 
 /** A lock held through an agent. */
@@ -134,11 +243,15 @@ export class HeldLock {
   readonly stopWithinMs: number;
   /** The process group of the request is attached: the agent keeps the lock while it runs. */
   readonly attached: boolean;
+  /** Attached, on a lease that counts on while the agent is down: a gate must watch the agent (lock-wire.ts). */
+  readonly leaseOutlivesAgent: boolean;
   /** Not attached but guarded: the lock outlives this client by this much (undefined: not guarded). */
   readonly guardedForMs: number | undefined;
   /** Why an attach asked for was not made. */
   readonly attachRefused: string | undefined;
-  private readonly lostController = new AbortController();
+  /** Created on first use of `lost`: most locks are released without anyone asking. */
+  private lostController: AbortController | undefined;
+  private lostReason: CorralError | undefined;
   /** Monotonic ms (this process's clock) until which the lock is certainly held. */
   private validUntil: number;
   private confirmTimer: Timer | undefined;
@@ -147,12 +260,15 @@ export class HeldLock {
   private releasing: Promise<void> | undefined;
   private releasedValue = false;
   private ended = false;
+  /** Commands sent on the channel and not yet answered, by seq. */
+  private readonly pending = new Map<number, PendingCommand>();
+  private nextSeq = 1;
 
+  /** Use acquireLock(). */
   constructor(
-    private readonly rpc: RpcClient,
+    private readonly channel: LockChannel,
+    private readonly ref: number,
     granted: LockGrantedEvent,
-    private readonly events: AsyncIterator<LockEvent>,
-    private readonly closeStream: () => void,
     private readonly clock: Clock,
     sentAt: number,
   ) {
@@ -166,34 +282,39 @@ export class HeldLock {
     this.confirmEveryMs = granted.confirmEveryMs;
     this.stopWithinMs = granted.stopWithinMs;
     this.attached = granted.attached === true;
+    this.leaseOutlivesAgent = granted.leaseOutlivesAgent === true;
     this.guardedForMs = granted.guardedForMs;
     this.attachRefused = granted.attachRefused;
     // The grant happened after the request was sent: counting from then is on the safe side.
     this.validUntil = sentAt + granted.validForMs;
-    void this.readEvents();
+    channel.listen(ref, (news) => this.hear(news));
   }
 
   /** Before handing the lock out: a request that waited long needs a fresh confirmation. */
   async settle(): Promise<void> {
     if (this.remainingMs() <= this.stopWithinMs) await this.confirm(Math.max(1000, this.confirmEveryMs * 2));
-    if (this.remainingMs() <= this.stopWithinMs && !this.lost.aborted) this.lose(this.unconfirmed());
-    if (this.lost.aborted) throw this.lost.reason as Error;
+    if (this.remainingMs() <= this.stopWithinMs && this.lostReason === undefined) this.lose(this.unconfirmed());
+    if (this.lostReason !== undefined) throw this.lostReason;
     this.scheduleConfirm();
     this.armWatchdog();
   }
 
   /**
    * Aborted (reason: LOCK_LOST) when the lock is lost: stop the protected work at once, within
-   * remainingMs() at the latest, then call release() (which then only closes the stream).
+   * remainingMs() at the latest, then call release() (which then only tells the agent to drop it).
    */
   get lost(): AbortSignal {
+    if (!this.lostController) {
+      this.lostController = new AbortController();
+      if (this.lostReason !== undefined) this.lostController.abort(this.lostReason);
+    }
     return this.lostController.signal;
   }
 
   /** Resolves with the loss when the lock is lost (never, once released). */
   whenLost(): Promise<CorralError> {
+    if (this.lostReason !== undefined) return Promise.resolve(this.lostReason);
     const signal = this.lost;
-    if (signal.aborted) return Promise.resolve(signal.reason as CorralError);
     return new Promise((resolve) => signal.addEventListener('abort', () => resolve(signal.reason as CorralError), { once: true }));
   }
 
@@ -203,7 +324,7 @@ export class HeldLock {
 
   /** Milliseconds the lock is certainly still held (0 once lost or released). */
   remainingMs(): number {
-    if (this.lost.aborted || this.releasedValue) return 0;
+    if (this.lostReason !== undefined || this.releasedValue) return 0;
     return Math.max(0, this.validUntil - this.clock.now());
   }
 
@@ -213,8 +334,8 @@ export class HeldLock {
   }
 
   /**
-   * Releases the lock. Idempotent: later calls share the first one's outcome. After a loss it does
-   * nothing. `rollback` matters to transactional sequences only.
+   * Releases the lock. Idempotent: later calls share the first one's outcome. After a loss it only
+   * tells the agent to drop the request. `rollback` matters to transactional sequences only.
    */
   release(options: ReleaseOptions = {}): Promise<void> {
     this.releasing ??= this.releaseOnce(options.rollback === true);
@@ -225,46 +346,94 @@ export class HeldLock {
     return this.release();
   }
 
+  /** Tells the agent this client is gone for the lock: it releases it, rolled back (as after a crash). */
+  drop(): void {
+    this.ended = true;
+    this.stopTimers();
+    this.channel.send({ op: 'cancel', ref: this.ref });
+    this.channel.forget(this.ref);
+    this.rejectPending(new CorralError('UNAVAILABLE', `the lock on ${this.resource} was dropped by this client`));
+  }
+
   private async releaseOnce(rollback: boolean): Promise<void> {
     this.stopTimers();
-    if (this.lost.aborted) {
-      this.closeStream();
-      return;
-    }
+    if (this.lostReason !== undefined) return this.drop();
     try {
-      await this.rpc.call('POST', LOCK_PATHS.release, { id: this.id, rollback });
-      // The agent ends the stream itself after its "released" line; cancelling it would only
-      // make both sides do more work.
+      await this.command({ op: 'release', ref: this.ref, seq: 0, rollback }, this.channel.rpc.requestTimeoutMs);
       this.releasedValue = true;
       this.ended = true;
+      this.channel.forget(this.ref);
     } catch (err) {
-      this.ended = true;
-      // Closing the stream makes the agent release it (rolled back, as after a crash).
-      this.closeStream();
+      this.drop();
       // Already gone on the agent (lost meanwhile): nothing is held.
       if (!isCorralError(err, 'NOT_FOUND') && !isCorralError(err, 'SESSION_LOST')) throw err;
     }
   }
 
-  // --- watching the lock --------------------------------------------------------------------
+  // --- the channel --------------------------------------------------------------------------
 
-  private async readEvents(): Promise<void> {
-    try {
-      for (;;) {
-        const step = await this.events.next();
-        if (step.done) break;
-        const e = step.value;
-        if (e.event === 'lost') return this.lose(new CorralError('LOCK_LOST', `lost the lock on ${this.resource}: ${e.reason}`));
-        // "released": the stream ends right after it; read on to its end.
-      }
-      if (!this.ended && !this.releasing) this.lose(new CorralError('LOCK_LOST', `lost the lock on ${this.resource}: ${this.rpc.where} closed the lock stream`));
-    } catch (err) {
-      if (!this.ended && !this.releasing) this.lose(new CorralError('LOCK_LOST', `lost the lock on ${this.resource}: ${(err as Error).message}`));
+  /** Sends a command; resolves with its answer, rejects with its failure, or TIMEOUT. */
+  private command(command: Extract<LockCommand, { seq: number }>, timeoutMs: number): Promise<LockChannelEvent> {
+    const over = this.channel.over;
+    if (over !== undefined) return Promise.reject(over);
+    const seq = this.nextSeq++;
+    return new Promise((resolve, reject) => {
+      const timer = this.clock.setTimer(timeoutMs, () => {
+        this.pending.delete(seq);
+        reject(new CorralError('TIMEOUT', `${this.channel.rpc.where} did not answer ${command.op} for the lock on ${this.resource} within ${timeoutMs} ms`));
+      });
+      this.pending.set(seq, { resolve, reject, timer });
+      this.channel.send({ ...command, seq });
+    });
+  }
+
+  private hear(news: ChannelNews): void {
+    switch (news.event) {
+      case 'lost':
+        return this.lose(new CorralError('LOCK_LOST', `lost the lock on ${this.resource}: ${news.reason}`));
+      case 'released':
+      case 'confirmed':
+        return this.answer(news.seq, (p) => p.resolve(news));
+      case 'failed':
+        // The request itself failed after its grant (its stream broke on the agent): a loss.
+        if (news.op === 'acquire' || news.seq === undefined) {
+          this.channel.forget(this.ref);
+          return this.ended || this.releasing ? undefined : this.lose(new CorralError('LOCK_LOST', `lost the lock on ${this.resource}: ${news.error.message}`));
+        }
+        return this.answer(news.seq, (p) => p.reject(CorralError.fromWire(news.error)));
+      case 'end':
+        this.rejectPending(news.reason);
+        if (!this.ended && !this.releasing) {
+          const why = news.byPeer ? `${this.channel.rpc.where} closed the lock stream` : news.reason.message;
+          this.lose(new CorralError('LOCK_LOST', `lost the lock on ${this.resource}: ${why}`));
+        }
+        return;
+      case 'queued':
+      case 'granted':
+        return; // not after the grant
     }
   }
 
+  private answer(seq: number | undefined, settle: (pending: PendingCommand) => void): void {
+    const pending = seq === undefined ? undefined : this.pending.get(seq);
+    if (seq === undefined || pending === undefined) return;
+    this.pending.delete(seq);
+    pending.timer.cancel();
+    settle(pending);
+  }
+
+  private rejectPending(reason: CorralError): void {
+    for (const pending of this.pending.values()) {
+      pending.timer.cancel();
+      pending.reject(reason);
+    }
+    this.pending.clear();
+  }
+
+  // --- watching the lock --------------------------------------------------------------------
+
   private scheduleConfirm(): void {
-    if (this.lost.aborted || this.releasing) return;
+    if (this.lostReason !== undefined || this.releasing) return;
     this.confirmTimer = this.clock.setTimer(this.confirmEveryMs, () => {
       void this.confirm(this.confirmEveryMs * 2).finally(() => this.scheduleConfirm());
     });
@@ -274,8 +443,8 @@ export class HeldLock {
   private async confirm(timeoutMs: number): Promise<void> {
     const sentAt = this.clock.now();
     try {
-      const answer = await this.rpc.call<LockConfirmAnswer>('POST', LOCK_PATHS.confirm, { id: this.id }, { timeoutMs });
-      this.validUntil = Math.max(this.validUntil, sentAt + answer.validForMs);
+      const answer = await this.command({ op: 'confirm', ref: this.ref, seq: 0 }, timeoutMs);
+      if (answer.event === 'confirmed') this.validUntil = Math.max(this.validUntil, sentAt + answer.validForMs);
     } catch (err) {
       if (this.releasing) return;
       // The agent says the lock is gone: lost now, whatever time seemed left.
@@ -287,13 +456,13 @@ export class HeldLock {
   }
 
   private armWatchdog(): void {
-    if (this.lost.aborted || this.releasing) return;
+    if (this.lostReason !== undefined || this.releasing) return;
     this.watchdogDue = this.validUntil - this.stopWithinMs;
     this.watchdog = this.clock.setTimer(this.watchdogDue - this.clock.now(), () => void this.checkValidity());
   }
 
   private async checkValidity(): Promise<void> {
-    if (this.lost.aborted || this.releasing) return;
+    if (this.lostReason !== undefined || this.releasing) return;
     const now = this.clock.now();
     if (now < this.validUntil - this.stopWithinMs) return this.armWatchdog(); // confirmed meanwhile
     // Fired far behind its time: this process was stopped or starved, not the agent. Ask before
@@ -309,15 +478,16 @@ export class HeldLock {
 
   private unconfirmed(): CorralError {
     const left = Math.max(0, Math.round(this.validUntil - this.clock.now()));
-    return new CorralError('LOCK_LOST', `lost the lock on ${this.resource}: ${this.rpc.where} has not confirmed it in time (it may expire in ${left} ms)`);
+    return new CorralError('LOCK_LOST', `lost the lock on ${this.resource}: ${this.channel.rpc.where} has not confirmed it in time (it may expire in ${left} ms)`);
   }
 
   private lose(reason: CorralError): void {
-    if (this.lost.aborted || this.releasedValue) return;
+    if (this.lostReason !== undefined || this.releasedValue) return;
     this.stopTimers();
-    // The stream stays open: closing it would make the agent release the lock (if it still holds
-    // it) while the work may still be stopping. release() closes it once the work has stopped.
-    this.lostController.abort(reason);
+    // The request stays open on the agent: dropping it would make the agent release the lock (if
+    // it still holds it) while the work may still be stopping. release() drops it once stopped.
+    this.lostReason = reason;
+    this.lostController?.abort(reason);
   }
 
   private stopTimers(): void {

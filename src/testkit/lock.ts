@@ -62,8 +62,12 @@ export class LockTestDir {
   }
 
   /** `corral ARGS...` as a child of the test, for holders that the test signals or kills. */
-  start(args: string[], options: { env?: NodeJS.ProcessEnv } = {}): Holder {
-    const child = spawn(process.execPath, [CORRAL, ...args], { env: { ...process.env, NO_COLOR: '1', ...this.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  start(args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Holder {
+    const child = spawn(process.execPath, [CORRAL, ...args], {
+      env: { ...process.env, NO_COLOR: '1', ...this.env, ...options.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...(options.cwd ? { cwd: options.cwd } : {}),
+    });
     let stdout = '';
     let stderr = '';
     child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));

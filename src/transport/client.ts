@@ -1,12 +1,18 @@
 // The RPC client: one HTTP/2 session per endpoint, shared by concurrent calls and streams, opened
-// lazily and reopened after it dies. Import-light (node:http2/net/tls only): the CLI loads it.
+// lazily and reopened after it dies; and channels (client-channel.ts). Import-light: node:http2
+// and node:tls load with the first HTTP/2 session, so a client that only opens a channel on a UNIX
+// socket (corral lock) never loads them.
 
-import { constants, type ClientHttp2Session, type ClientHttp2Stream, type OutgoingHttpHeaders } from 'node:http2';
+import type { ClientHttp2Session, ClientHttp2Stream, OutgoingHttpHeaders } from 'node:http2';
 import { CorralError } from '../api/errors.js';
-import { openSession } from './connect.js';
+import { H2Channel, RawChannel, type ChannelHandlers, type RpcChannel } from './client-channel.js';
 import { describeEndpoint, type Endpoint } from './types.js';
 
+export type { ChannelHandlers, RpcChannel } from './client-channel.js';
 export type { Endpoint, TlsCredentials } from './types.js';
+
+/** node:http2's constants, without loading node:http2. */
+const constants = { NGHTTP2_NO_ERROR: 0x0, NGHTTP2_CANCEL: 0x8 } as const;
 
 export interface RpcClientOptions {
   /** Connecting, including the TLS handshake (default 5 s). */
@@ -50,7 +56,8 @@ interface Response {
 export class RpcClient {
   readonly where: string;
   private readonly connectTimeoutMs: number;
-  private readonly requestTimeoutMs: number;
+  /** Default deadline of a call (and, for channel protocols, of one answer). */
+  readonly requestTimeoutMs: number;
   private readonly maxResponseBytes: number;
   private session: ClientHttp2Session | undefined;
   private connecting: Promise<ClientHttp2Session> | undefined;
@@ -58,6 +65,7 @@ export class RpcClient {
   private readonly inFlight = new WeakMap<ClientHttp2Session, number>();
   private closed = false;
   private readonly probing = new WeakSet<ClientHttp2Session>();
+  private readonly channels = new Set<RpcChannel>();
 
   constructor(
     private readonly endpoint: Endpoint,
@@ -142,6 +150,41 @@ export class RpcClient {
         controller.abort();
       },
     };
+  }
+
+  /**
+   * Opens a channel (NDJSON both ways, on a channel route of the server): on a UNIX socket a raw
+   * connection of its own, otherwise a stream on this client's HTTP/2 session.
+   */
+  channel(path: string, handlers: ChannelHandlers): RpcChannel {
+    const opts = { connectTimeoutMs: this.connectTimeoutMs, maxLineBytes: this.maxResponseBytes, readyWithinMs: Math.max(this.connectTimeoutMs, this.requestTimeoutMs) };
+    if (this.closed) {
+      queueMicrotask(() => handlers.onEnd(new CorralError('UNAVAILABLE', `the client for ${this.where} is closed`), false));
+      return { send: () => undefined, setActive: () => undefined, close: () => undefined };
+    }
+    const tracked: ChannelHandlers = {
+      onMessage: (value) => handlers.onMessage(value),
+      onEnd: (reason, byPeer) => {
+        this.channels.delete(channel);
+        handlers.onEnd(reason, byPeer);
+      },
+    };
+    const channel: RpcChannel =
+      this.endpoint.kind === 'unix'
+        ? new RawChannel(this.endpoint.path, this.where, path, tracked, opts)
+        : new H2Channel(
+            {
+              session: () => this.getSession(),
+              retain: (session) => this.retain(session),
+              release: (session) => this.release(session),
+            },
+            this.where,
+            path,
+            tracked,
+            opts,
+          );
+    this.channels.add(channel);
+    return channel;
   }
 
   /**
@@ -236,9 +279,11 @@ export class RpcClient {
     }
   }
 
-  /** Ends the session at once; calls and streams in flight fail with UNAVAILABLE. */
+  /** Ends the session and every channel at once; calls and streams in flight fail with UNAVAILABLE. */
   async close(): Promise<void> {
     this.closed = true;
+    for (const channel of [...this.channels]) channel.close();
+    this.channels.clear();
     const session = this.session ?? (await this.connecting?.catch(() => undefined));
     this.session = undefined;
     if (!session || session.destroyed) return;
@@ -452,6 +497,7 @@ export class RpcClient {
   }
 
   private async connect(): Promise<ClientHttp2Session> {
+    const { openSession } = await import('./connect.js');
     const session = await openSession(this.endpoint, this.connectTimeoutMs);
     if (this.closed) {
       session.destroy();
@@ -471,14 +517,20 @@ export class RpcClient {
 
   /** Keeps the session referenced while any request on it is in flight. */
   private hold(session: ClientHttp2Session, req: ClientHttp2Stream): void {
+    this.retain(session);
+    req.once('close', () => this.release(session));
+  }
+
+  private retain(session: ClientHttp2Session): void {
     const count = this.inFlight.get(session) ?? 0;
     this.inFlight.set(session, count + 1);
     if (count === 0) session.ref();
-    req.once('close', () => {
-      const left = (this.inFlight.get(session) ?? 1) - 1;
-      this.inFlight.set(session, left);
-      if (left === 0 && !session.destroyed) session.unref();
-    });
+  }
+
+  private release(session: ClientHttp2Session): void {
+    const left = (this.inFlight.get(session) ?? 1) - 1;
+    this.inFlight.set(session, left);
+    if (left === 0 && !session.destroyed) session.unref();
   }
 
   private tooLarge(what: string): CorralError {

@@ -4,6 +4,7 @@
 import { constants, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import { CorralError, type WireError } from '../api/errors.js';
 import type { Logger } from '../util/log.js';
+import { ChannelExchange } from './channel.js';
 import { isRouteMiss, RawResponse, type Route, type RouteTable, type RpcMethod, type RpcRequest } from './routes.js';
 import type { PeerIdentity } from './types.js';
 
@@ -12,8 +13,8 @@ export interface ExchangeHost {
   maxBodyBytes: number;
   bodyTimeoutMs: number;
   logger: Logger;
-  /** Open exchanges, so that closing the server can end them. */
-  active: Set<Exchange>;
+  /** Open exchanges and channels, so that closing the server can end them. */
+  active: Set<{ shutdown(): void }>;
 }
 
 const ABORTED = Symbol('aborted');
@@ -77,6 +78,7 @@ export class Exchange {
       if (!route.allow(this.peer)) {
         return this.fail(new CorralError('FORBIDDEN', `${describePeer(this.peer)} may not call ${method} ${path}`));
       }
+      if (route.kind === 'channel') return await this.channel(route, path);
       const body = route.input ? await this.readHead() : await this.readBody(headers);
       const query = new URLSearchParams(q < 0 ? '' : rawPath.slice(q + 1));
       const signal = (): AbortSignal => this.signal;
@@ -96,7 +98,21 @@ export class Exchange {
     }
   }
 
-  private async answer(route: Route, req: RpcRequest): Promise<void> {
+  /** A channel route: the stream carries NDJSON both ways until either side ends it (channel.ts). */
+  private async channel(route: Extract<Route, { kind: 'channel' }>, path: string): Promise<void> {
+    const { stream, host } = this;
+    host.active.delete(this);
+    this.answered = true;
+    if (!this.open()) return;
+    stream.respond({ ':status': 200, 'content-type': NDJSON_TYPE });
+    await new ChannelExchange(stream, route.handler, path, this.peer, host, (last) => {
+      stream.end(last);
+      // A client that keeps its side open is told to stop (as reply() does).
+      if (!stream.readableEnded) stream.close(constants.NGHTTP2_NO_ERROR);
+    }).run();
+  }
+
+  private async answer(route: Extract<Route, { kind: 'call' }>, req: RpcRequest): Promise<void> {
     const out = route.handler(req);
     const value: unknown = isAsyncIterable(out) ? out : await out;
     if (value instanceof RawResponse) return this.pumpRaw(value);

@@ -1,4 +1,6 @@
 // The server's route table: exact paths, one handler per method, and who may call each route.
+// A channel route is a long-lived exchange of NDJSON messages both ways (channel.ts): reached by
+// POST on an HTTP/2 stream, or by a raw connection to the UNIX socket that names it.
 
 import { CorralError } from '../api/errors.js';
 import type { PeerIdentity } from './types.js';
@@ -27,6 +29,19 @@ export interface RpcRequest {
  */
 export type RpcHandler = (req: RpcRequest) => Promise<unknown> | AsyncIterable<unknown>;
 
+/** One channel: the client's messages as they arrive, while the handler's output goes back. */
+export interface ChannelRequest {
+  path: string;
+  peer: PeerIdentity;
+  /** Each NDJSON line the client sends, parsed; ends when the client ends its side, throws on a malformed line. */
+  messages: AsyncIterable<unknown>;
+  /** Aborts when the client goes away or the server closes. */
+  signal: AbortSignal;
+}
+
+/** Yields the messages to send back; the channel ends when it returns (or throws: a final error line). */
+export type ChannelHandler = (req: ChannelRequest) => AsyncIterable<unknown>;
+
 /** An answer of raw bytes (a file's content), sent with backpressure; an error mid-way resets the stream. */
 export class RawResponse {
   constructor(
@@ -49,11 +64,12 @@ export interface RouteOptions {
   input?: boolean;
 }
 
-export interface Route {
-  handler: RpcHandler;
-  allow: (peer: PeerIdentity) => boolean;
-  input: boolean;
-}
+export type Route =
+  | { kind: 'call'; handler: RpcHandler; allow: (peer: PeerIdentity) => boolean; input: boolean }
+  | { kind: 'channel'; handler: ChannelHandler; allow: (peer: PeerIdentity) => boolean };
+
+/** A channel is reached by POST over HTTP/2. */
+const CHANNEL = 'CHANNEL';
 
 /** A lookup failure, with the HTTP status to answer (405 is not in the catalogue's statuses). */
 export interface RouteMiss {
@@ -70,19 +86,36 @@ export class RouteTable {
 
   add(method: RpcMethod, path: string, handler: RpcHandler, opts: RouteOptions = {}): void {
     if (method !== 'GET' && method !== 'POST') throw new CorralError('INTERNAL', `unsupported method ${String(method)}`);
+    this.set(method, path, { kind: 'call', handler, allow: opts.allow ?? defaultAllow, input: opts.input ?? false });
+  }
+
+  addChannel(path: string, handler: ChannelHandler, opts: RouteOptions = {}): void {
+    this.set(CHANNEL, path, { kind: 'channel', handler, allow: opts.allow ?? defaultAllow });
+  }
+
+  private set(method: string, path: string, route: Route): void {
     if (!VERSIONED_PATH.test(path)) throw new CorralError('INTERNAL', `route path '${path}' must look like /v1/name`);
     const byMethod = this.routes.get(path) ?? new Map<string, Route>();
-    if (byMethod.has(method)) throw new CorralError('INTERNAL', `route ${method} ${path} registered twice`);
-    byMethod.set(method, { handler, allow: opts.allow ?? defaultAllow, input: opts.input ?? false });
+    if (byMethod.has(method) || (method !== 'GET' && byMethod.has(method === CHANNEL ? 'POST' : CHANNEL))) {
+      throw new CorralError('INTERNAL', `route ${method} ${path} registered twice`);
+    }
+    byMethod.set(method, route);
     this.routes.set(path, byMethod);
+  }
+
+  /** The channel route at `path` (a raw channel connection names its path). */
+  channel(path: string): Extract<Route, { kind: 'channel' }> | RouteMiss {
+    const route = this.routes.get(path)?.get(CHANNEL);
+    if (route?.kind === 'channel') return route;
+    return { status: 404, error: new CorralError('NOT_FOUND', `no channel endpoint ${path.slice(0, 200)}`) };
   }
 
   lookup(method: string, path: string): Route | RouteMiss {
     const byMethod = this.routes.get(path);
     if (!byMethod) return { status: 404, error: new CorralError('NOT_FOUND', `no endpoint ${path.slice(0, 200)}`) };
-    const route = byMethod.get(method);
+    const route = byMethod.get(method) ?? (method === 'POST' ? byMethod.get(CHANNEL) : undefined);
     if (route) return route;
-    const allowed = [...byMethod.keys()].join(', ');
+    const allowed = [...byMethod.keys()].map((m) => (m === CHANNEL ? 'POST' : m)).join(', ');
     return { status: 405, error: new CorralError('BAD_REQUEST', `${path} does not accept ${method.slice(0, 20)}; use ${allowed}`) };
   }
 }

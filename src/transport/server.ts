@@ -15,17 +15,19 @@ import {
   type ServerOptions,
   type IncomingHttpHeaders,
 } from 'node:http2';
-import type { AddressInfo, Server, Socket } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { CorralError } from '../api/errors.js';
 import { nullLogger, type Logger } from '../util/log.js';
+import { ChannelExchange } from './channel.js';
 import { Exchange, type ExchangeHost } from './exchange.js';
+import { RAW_CHANNEL_MAGIC, RAW_CHANNEL_READY } from './ndjson.js';
 import { peerIdentity } from './pki.js';
-import { RouteTable, type RouteOptions, type RpcHandler, type RpcMethod } from './routes.js';
+import { isRouteMiss, RouteTable, type ChannelHandler, type RouteOptions, type RpcHandler, type RpcMethod } from './routes.js';
 import { SESSION_WINDOW, STREAM_WINDOW, type PeerIdentity, type TlsCredentials } from './types.js';
 import { clearStaleSocket, listenUnixSocket, removeSocketFile } from './unix-socket.js';
 
-export type { RouteOptions, RpcHandler, RpcMethod, RpcRequest } from './routes.js';
+export type { ChannelHandler, ChannelRequest, RouteOptions, RpcHandler, RpcMethod, RpcRequest } from './routes.js';
 export type { PeerIdentity } from './types.js';
 
 export interface RpcServerOptions {
@@ -51,14 +53,22 @@ export interface RpcServerOptions {
 type H2Server = Http2Server | Http2SecureServer;
 
 interface Listener {
-  server: H2Server;
+  /** What listens: the HTTP/2 server itself, or (UNIX socket) a plain server that hands HTTP/2 connections to `h2`. */
+  server: Server;
+  h2: H2Server;
   sessions: Set<Http2Session>;
+  /** Raw channel connections (UNIX socket only). */
+  channels: Set<Socket>;
   /** Raw connections, including those still in the TLS handshake, so close() can end them. */
   sockets: Set<Socket>;
   socketFile?: { path: string; ino: number };
 }
 
 const LOCAL: PeerIdentity = { kind: 'local' };
+/** The HTTP/2 client preface starts with "PRI * HTTP/2.0"; a raw channel with RAW_CHANNEL_MAGIC. */
+const H2_FIRST_BYTE = 0x50;
+/** A raw channel's first line (magic and path) is at most this long. */
+const MAX_CHANNEL_LINE = 1024;
 const TLS13 = { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } as const;
 /** PSK through node's callback API only works with SHA-256 suites under TLS 1.3. */
 const PSK_CIPHERS = 'TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256';
@@ -97,7 +107,7 @@ export class RpcServer {
   /** Open HTTP/2 sessions over every listener. */
   get sessionCount(): number {
     let n = 0;
-    for (const l of this.listeners) n += l.sessions.size;
+    for (const l of this.listeners) n += l.sessions.size + l.channels.size;
     return n;
   }
 
@@ -105,12 +115,18 @@ export class RpcServer {
     this.routes.add(method, path, handler, opts);
   }
 
+  /** A channel route (channel.ts): POST on HTTP/2, or a raw connection on the UNIX socket. */
+  channel(path: string, handler: ChannelHandler, opts?: RouteOptions): void {
+    this.routes.addChannel(path, handler, opts);
+  }
+
   /** Plain h2c on a UNIX socket; every peer is {kind:'local'}: the file mode is the access control. */
   async listenUnix(path: string, opts: { mode?: number } = {}): Promise<void> {
     this.assertOpen();
     const mode = opts.mode ?? 0o600;
     await clearStaleSocket(path);
-    const listener = this.adopt(createServer(this.h2Options()), () => LOCAL);
+    const listener = this.adopt(createNetServer(), createServer(this.h2Options()), () => LOCAL);
+    listener.server.on('connection', (socket: Socket) => this.sniff(listener, socket));
     try {
       listener.socketFile = { path, ino: await listenUnixSocket(listener.server, path, mode) };
     } catch (err) {
@@ -133,7 +149,7 @@ export class RpcServer {
       allowHTTP1: false,
       handshakeTimeout: this.opts.handshakeTimeoutMs,
     } satisfies SecureServerOptions);
-    this.adopt(server, tlsPeer);
+    this.adopt(server, server, tlsPeer);
     return listenTcp(server, opts.host, opts.port);
   }
 
@@ -153,7 +169,7 @@ export class RpcServer {
       handshakeTimeout: this.opts.handshakeTimeoutMs,
     } satisfies SecureServerOptions);
     const peer: PeerIdentity = { kind: 'psk', identity };
-    this.adopt(server, () => peer);
+    this.adopt(server, server, () => peer);
     return listenTcp(server, opts.host, opts.port);
   }
 
@@ -167,9 +183,11 @@ export class RpcServer {
     const stopped = this.listeners.map((l) => new Promise<void>((resolve) => l.server.close(() => resolve())));
     for (const exchange of [...this.host.active]) exchange.shutdown();
     const sessions = this.listeners.flatMap((l) => [...l.sessions]);
-    // close() sends GOAWAY and closes each session once its streams end (the SHUTTING_DOWN lines).
+    const channels = this.listeners.flatMap((l) => [...l.channels]);
+    // close() sends GOAWAY and closes each session once its streams end (the SHUTTING_DOWN lines);
+    // a raw channel closes itself after its SHUTTING_DOWN line.
     for (const session of sessions) if (!session.closed) session.close();
-    await withinGrace(Promise.all(sessions.map(sessionClosed)), this.opts.closeGraceMs);
+    await withinGrace(Promise.all([...sessions.map(sessionClosed), ...channels.map(socketClosed)]), this.opts.closeGraceMs);
     for (const l of this.listeners) {
       for (const session of l.sessions) session.destroy();
       for (const socket of l.sockets) socket.destroy();
@@ -188,9 +206,12 @@ export class RpcServer {
     };
   }
 
-  /** Wires a new HTTP/2 server into the shared routes; `peerOf` says who each session is. */
-  private adopt(server: H2Server, peerOf: (session: Http2Session) => PeerIdentity): Listener {
-    const listener: Listener = { server, sessions: new Set(), sockets: new Set() };
+  /**
+   * Wires a listener into the shared routes: `server` accepts connections, `h2` serves their HTTP/2
+   * sessions (the same object, except on the UNIX socket); `peerOf` says who each session is.
+   */
+  private adopt(server: Server, h2: H2Server, peerOf: (session: Http2Session) => PeerIdentity): Listener {
+    const listener: Listener = { server, h2, sessions: new Set(), channels: new Set(), sockets: new Set() };
     this.listeners.push(listener);
     server.maxConnections = this.opts.maxConnections;
     server.on('connection', (socket: Socket) => {
@@ -199,14 +220,82 @@ export class RpcServer {
       listener.sockets.add(socket);
       socket.once('close', () => listener.sockets.delete(socket));
     });
-    server.on('session', (session: Http2Session) => this.onSession(listener, session, peerOf));
-    server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => this.onStream(stream, headers));
-    server.on('sessionError', (err: Error) => this.logger.debug({ err }, 'rpc session error'));
-    server.on('tlsClientError', (err: Error) => this.logger.debug({ err }, 'rpc TLS handshake failed'));
+    h2.on('session', (session: Http2Session) => this.onSession(listener, session, peerOf));
+    h2.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => this.onStream(stream, headers));
+    h2.on('sessionError', (err: Error) => this.logger.debug({ err }, 'rpc session error'));
+    h2.on('tlsClientError', (err: Error) => this.logger.debug({ err }, 'rpc TLS handshake failed'));
     // No HTTP/1 fallback: a TLS peer without ALPN h2 is dropped at once.
-    server.on('unknownProtocol', (socket: TLSSocket) => socket.destroy());
+    h2.on('unknownProtocol', (socket: TLSSocket) => socket.destroy());
     server.on('error', (err: Error) => this.logger.warn({ err }, 'rpc listener error'));
     return listener;
+  }
+
+  /**
+   * A new connection on the UNIX socket: HTTP/2 (its preface) goes to the HTTP/2 server; a first
+   * line `CORRAL-CHANNEL/1 PATH` opens a raw channel; anything else, or silence, is dropped.
+   */
+  private sniff(listener: Listener, socket: Socket): void {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const stop = (): void => {
+      clearTimeout(timer);
+      socket.off('data', onData).off('error', onError);
+      socket.pause();
+    };
+    const onError = (): void => {
+      stop();
+      socket.destroy();
+    };
+    const onData = (chunk: Buffer): void => {
+      if (size === 0 && chunk[0] === H2_FIRST_BYTE) {
+        stop();
+        socket.unshift(chunk);
+        if (this.closing) return void socket.destroy();
+        listener.h2.emit('connection', socket);
+        return;
+      }
+      chunks.push(chunk);
+      size += chunk.length;
+      const head = chunks.length === 1 ? chunk : Buffer.concat(chunks, size);
+      const nl = head.indexOf(0x0a);
+      if (nl < 0) {
+        if (size > MAX_CHANNEL_LINE) onError();
+        return;
+      }
+      stop();
+      const line = head.toString('latin1', 0, nl);
+      if (nl > MAX_CHANNEL_LINE || !line.startsWith(RAW_CHANNEL_MAGIC) || this.closing) return void socket.destroy();
+      if (nl + 1 < head.length) socket.unshift(head.subarray(nl + 1));
+      this.openRawChannel(listener, socket, line.slice(RAW_CHANNEL_MAGIC.length).trim());
+    };
+    // A peer that connects and says nothing must not hold a connection forever.
+    const timer = setTimeout(onError, this.opts.prefaceTimeoutMs);
+    timer.unref();
+    socket.on('data', onData).on('error', onError);
+  }
+
+  private openRawChannel(listener: Listener, socket: Socket, path: string): void {
+    const refuse = (err: CorralError): void => {
+      socket.on('error', () => undefined);
+      socket.end(JSON.stringify({ error: err.toWire() }) + '\n', () => socket.destroy());
+    };
+    const route = this.routes.channel(path);
+    if (isRouteMiss(route)) return refuse(route.error);
+    if (!route.allow(LOCAL)) return refuse(new CorralError('FORBIDDEN', `a local client may not open channel ${path}`));
+    listener.channels.add(socket);
+    this.onSessionsChange?.(this.sessionCount);
+    socket.once('close', () => {
+      listener.channels.delete(socket);
+      this.onSessionsChange?.(this.sessionCount);
+    });
+    socket.write(`${RAW_CHANNEL_READY}\n`);
+    const channel = new ChannelExchange(socket, route.handler, path, LOCAL, this.host, (last) => {
+      const close = (): void => void socket.destroy();
+      if (last === undefined) socket.end(close);
+      else socket.end(last, close);
+    });
+    channel.run().catch((err: unknown) => this.logger.warn({ err }, 'rpc channel failed'));
+    socket.resume();
   }
 
   private onSession(listener: Listener, session: Http2Session, peerOf: (session: Http2Session) => PeerIdentity): void {
@@ -289,6 +378,11 @@ function listenError(err: unknown, where: string): CorralError {
 function sessionClosed(session: Http2Session): Promise<void> {
   if (session.destroyed) return Promise.resolve();
   return new Promise((resolve) => session.once('close', () => resolve()));
+}
+
+function socketClosed(socket: Socket): Promise<void> {
+  if (socket.destroyed) return Promise.resolve();
+  return new Promise((resolve) => socket.once('close', () => resolve()));
 }
 
 /** Waits for `work`, but no longer than `ms`. */

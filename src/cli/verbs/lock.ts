@@ -82,9 +82,10 @@ exits (--ignore-signal SIG: ignored and not forwarded, as flom). If the lock is 
 or agent dies or is cut off, or its session ends), corral lock says so, sends SIGTERM to CMD's
 process group and SIGKILL before anyone else can be granted the lock, and exits 98. If corral
 lock itself is killed, a local agent keeps the lock until CMD's process group has ended (even
-across a crash and restart of the agent); where the group cannot be attached (-a, another user's
-daemon, --foreground), the gate stops CMD and the agent keeps the lock until it has. See
-docs/locks.md.
+across a crash and restart of the agent; on etcd or a coordinator elsewhere, CMD's gate stops the
+group if the agent stays down too long to keep the lock); where the group cannot be attached (-a,
+another user's daemon, --foreground), the gate stops CMD and the agent keeps the lock until it
+has. See docs/locks.md.
 
 CMD runs in a session of its own, without a controlling terminal (Node cannot make a process group
 inside the terminal's session): a program that prompts on /dev/tty (sudo, ssh) fails there. Use
@@ -167,7 +168,8 @@ async function runLock(args: ParsedArgs, io: CliIO): Promise<number> {
     }
   }
   const shutdown = o['quiesce-exit'] === true || o['immediate-exit'] === true;
-  // CMD's gate starts first, so that its start-up overlaps everything else corral lock does.
+  // CMD's gate starts first (bin/corral has usually started it already), so that its start-up
+  // overlaps everything else corral lock does.
   const gate = !shutdown && args.command.length > 0 ? await startGate(o.foreground === true) : undefined;
   try {
     const settings = await resolveSettings(args, io);
@@ -188,8 +190,7 @@ async function runLock(args: ParsedArgs, io: CliIO): Promise<number> {
 // --- settings ---------------------------------------------------------------------------------
 
 async function resolveSettings(args: ParsedArgs, io: CliIO): Promise<Settings> {
-  const [{ parseFlomBoolean, readFlomConfig }, { parseLockMode }, { parseResourceName, effectiveMode, DEFAULT_RESOURCE_NAME }, path, { defaultLockSocket }] = await Promise.all([
-    import('../flom-config.js'),
+  const [{ parseLockMode }, { parseResourceName, effectiveMode, DEFAULT_RESOURCE_NAME }, path, { defaultLockSocket }] = await Promise.all([
     import('../../coord/lock/modes.js'),
     import('../../coord/lock/resource.js'),
     import('node:path'),
@@ -200,7 +201,8 @@ async function resolveSettings(args: ParsedArgs, io: CliIO): Promise<Settings> {
   const int = (name: string): number | undefined => (typeof o[name] === 'number' ? o[name] : undefined);
 
   const file = str('config-file');
-  const fromFile = file ? readFlomConfig(file) : undefined;
+  // flom-config.js only for -c FILE and -e (one module less on the usual start path).
+  const fromFile = file ? (await import('../flom-config.js')).readFlomConfig(file) : undefined;
   for (const key of fromFile?.ignored ?? []) io.stderr(`corral lock: ${file}: ${key} is not supported by corral; ignored\n`);
   const f = fromFile?.settings ?? {};
 
@@ -225,7 +227,7 @@ async function resolveSettings(args: ParsedArgs, io: CliIO): Promise<Settings> {
   const createText = str('resource-create');
   let create = f.resourceCreate ?? true;
   if (createText !== undefined) {
-    const b = parseFlomBoolean(createText);
+    const b = (await import('../flom-config.js')).parseFlomBoolean(createText);
     if (b === undefined) throw new CorralError('USAGE', `-e/--resource-create takes yes or no, not '${createText}'`);
     create = b;
   }
@@ -408,7 +410,7 @@ function remainingOf(timeoutMs: number, deadline: number): number {
 }
 
 /** A cluster's agents, local socket first: the first that answers takes the request. */
-async function acquireCluster(configFile: string, s: Settings, lock: LockOptions, deadline: number): Promise<{ rpc: RpcClient; held: HeldLock }> {
+async function acquireCluster(configFile: string, s: Settings, lock: LockOptions, deadline: number): Promise<{ rpc: RpcClient; held: HeldLock; socket: string | undefined }> {
   const [{ RpcClient }, { acquireLock }, { candidateEndpoints }, { loadClusterConfig }] = await Promise.all([
     import('../../transport/client.js'),
     import('../../client/locks.js'),
@@ -426,7 +428,8 @@ async function acquireCluster(configFile: string, s: Settings, lock: LockOptions
       const timeout = config.timings.requestTimeoutMs;
       const rpc = new RpcClient(endpoint, { connectTimeoutMs: timeout, requestTimeoutMs: Math.max(10_000, timeout) });
       try {
-        return { rpc, held: await acquireLock(rpc, { ...lock, timeoutMs: remainingOf(s.timeoutMs, deadline) }) };
+        const held = await acquireLock(rpc, { ...lock, timeoutMs: remainingOf(s.timeoutMs, deadline) });
+        return { rpc, held, socket: endpoint.kind === 'unix' ? endpoint.path : undefined };
       } catch (err) {
         await rpc.close();
         if (!isCorralError(err, 'UNAVAILABLE') && !isCorralError(err, 'SHUTTING_DOWN')) throw err;
@@ -496,7 +499,7 @@ async function lockAndRun(command: string[], s: Settings, target: Target, gate: 
   const start = clock.now();
   const deadline = s.timeoutMs > 0 ? start + s.timeoutMs : Number.POSITIVE_INFINITY;
 
-  // CMD runs through the gate (cli/lock-gate.ts), already starting: it leads CMD's process group
+  // CMD runs through the gate (cli/lock-gate.cts), already starting: it leads CMD's process group
   // (unless --foreground) and starts CMD only when told to, once the lock is granted with that
   // group attached.
   const pgid = s.foreground ? undefined : gate.pid;
@@ -569,13 +572,15 @@ async function lockAndRun(command: string[], s: Settings, target: Target, gate: 
 
   let rpc: RpcClient;
   let held: HeldLock;
+  /** The agent's UNIX socket, where the lock was taken through one. */
+  let socket: string | undefined;
   try {
-    ({ rpc, held } =
+    ({ rpc, held, socket } =
       target.kind === 'private'
-        ? await acquirePrivate(target.socket, s, lockOptions, deadline)
+        ? { ...(await acquirePrivate(target.socket, s, lockOptions, deadline)), socket: target.socket }
         : target.kind === 'cluster'
           ? await acquireCluster(target.config, s, lockOptions, deadline)
-          : await acquireTls(target, s, lockOptions, deadline));
+          : { ...(await acquireTls(target, s, lockOptions, deadline)), socket: undefined });
   } catch (err) {
     unhook();
     gate.abandon();
@@ -597,12 +602,30 @@ async function lockAndRun(command: string[], s: Settings, target: Target, gate: 
 
   testStop(io.env, 'granted');
   running = true;
+  // Attached on a lease that counts on while the agent is down (etcd, a coordinator elsewhere): if
+  // corral lock dies, the gate watches the agent itself, as corral lock does, and stops CMD's group
+  // before the lease can expire. It starts from the validity corral lock last had confirmed,
+  // forwarded at every confirmation. Not with --on-lost warn: CMD is to run on unprotected then.
+  const watch =
+    held.attached && held.leaseOutlivesAgent && socket !== undefined && s.onLost === 'kill'
+      ? { socket, validForMs: Math.max(0, Math.floor(held.deadline - clock.now())), confirmEveryMs: held.confirmEveryMs, stopWithinMs: held.stopWithinMs }
+      : undefined;
   gate.run({
     argv,
     env,
     ifParentDies: held.attached ? 'keep' : s.foreground ? 'stop-command' : 'stop-group',
     stopWithinMs: held.guardedForMs ?? held.stopWithinMs,
+    ...(watch ? { watch } : {}),
   });
+  let forwarded = held.deadline;
+  const forward = watch
+    ? setInterval(() => {
+        if (held.deadline === forwarded || held.lost.aborted) return;
+        forwarded = held.deadline;
+        gate.tell({ valid: Math.max(0, Math.floor(forwarded - clock.now())) });
+      }, held.confirmEveryMs)
+    : undefined;
+  forward?.unref();
   testStop(io.env, 'started');
 
   let lost: Error | undefined;
@@ -621,6 +644,7 @@ async function lockAndRun(command: string[], s: Settings, target: Target, gate: 
   if (held.lost.aborted) onLost();
   else held.lost.addEventListener('abort', onLost, { once: true });
   const exit = await gate.outcome;
+  clearInterval(forward);
 
   if ('error' in exit) {
     unhook();
@@ -670,39 +694,50 @@ interface Gate {
   exited: Promise<void>;
   /** CMD's outcome: its status, or why it could not be started. */
   outcome: Promise<GateOutcome>;
-  run(message: { argv: string[]; env: NodeJS.ProcessEnv; ifParentDies: 'keep' | 'stop-group' | 'stop-command'; stopWithinMs: number }): void;
+  run(message: {
+    argv: string[];
+    env: NodeJS.ProcessEnv;
+    ifParentDies: 'keep' | 'stop-group' | 'stop-command';
+    stopWithinMs: number;
+    watch?: { socket: string; validForMs: number; confirmEveryMs: number; stopWithinMs: number };
+  }): void;
+  /** The lock's validity as corral lock last had it confirmed (ms from now), for the gate's watch. */
+  tell(message: { valid: number }): void;
   /** No CMD after all: the gate exits. */
   abandon(): void;
   /** Signals CMD's process group (or, --foreground, CMD alone). */
   signalCommand(sig: NodeJS.Signals): void;
 }
 
-/** Starts the gate: in a session of its own (CMD's group), or in corral lock's own with --foreground. */
+/**
+ * CMD's gate: the one bin/corral started early (lock-gate-spawn.cts), else a new one; in a session
+ * of its own (CMD's group), or in corral lock's own with --foreground.
+ */
 async function startGate(foreground: boolean): Promise<Gate> {
-  const [{ spawn }, { randomBytes }, { fileURLToPath }] = await Promise.all([import('node:child_process'), import('node:crypto'), import('node:url')]);
-  const secret = randomBytes(16).toString('hex');
-  const script = fileURLToPath(new URL('../lock-gate.js', import.meta.url));
-  // Its own environment is the secret alone (no NODE_OPTIONS, no CA bundle to load): CMD's comes with "run".
-  const child = spawn(process.execPath, [script], { stdio: ['inherit', 'inherit', 'inherit', 'pipe'], detached: !foreground, env: { CORRAL_LOCK_GATE: secret } });
-  const pid = child.pid;
+  // Through require(): bin/corral loaded it already (the same module, with the gate it started),
+  // and import() of CommonJS would parse it again for its exports.
+  const { createRequire } = await import('node:module');
+  const { spawnGate, takeGate } = createRequire(import.meta.url)('../lock-gate-spawn.cjs') as typeof import('../lock-gate-spawn.cjs');
+  const started = takeGate(!foreground) ?? spawnGate(!foreground);
+  const { pid, secret, channel, exited } = started;
   if (pid === undefined) {
-    const error = await new Promise<Error>((resolve) => child.once('error', resolve));
+    const error = await started.spawnError;
     throw new CorralError('INTERNAL', `could not start ${process.execPath} to run CMD: ${error.message}`);
   }
-  const channel = child.stdio[3] as import('node:net').Socket;
   channel.setEncoding('utf8');
-  channel.on('error', () => undefined);
   let cmdPid: number | undefined;
   const pending: NodeJS.Signals[] = [];
   let buffer = '';
   let reported: GateOutcome | undefined;
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-  // The gate's last messages may still be unread when it is seen to exit: its report counts once
-  // the channel has ended (bounded, should anything else hold the channel open).
-  const drained = new Promise<void>((resolve) => {
-    channel.once('close', resolve);
-    void exited.then(() => setTimeout(resolve, 2000).unref());
-  });
+  let onReport: ((outcome: GateOutcome) => void) | undefined;
+  const report = (outcome: GateOutcome): void => {
+    if (reported !== undefined) return;
+    reported = outcome;
+    onReport?.(outcome);
+  };
+  // The gate's last messages may still be unread when it is seen to exit: without a report, its
+  // own status counts once the channel has ended (bounded, should anything else hold it open).
+  const drained = Promise.race([started.channelClosed, exited.then(() => new Promise<void>((resolve) => setTimeout(resolve, 2000).unref()))]);
   const signalCommand = (sig: NodeJS.Signals): void => {
     try {
       if (!foreground) process.kill(-pid, sig);
@@ -722,8 +757,8 @@ async function startGate(foreground: boolean): Promise<Gate> {
         if (typeof m.spawned === 'number') {
           cmdPid = m.spawned;
           for (const sig of pending.splice(0)) signalCommand(sig);
-        } else if (m.error !== undefined) reported ??= { error: m.error };
-        else if ('exit' in m) reported ??= { code: m.exit ?? null, signal: m.signal ?? null };
+        } else if (m.error !== undefined) report({ error: m.error });
+        else if ('exit' in m) report({ code: m.exit ?? null, signal: m.signal ?? null });
       } catch {
         // not a message
       }
@@ -734,15 +769,22 @@ async function startGate(foreground: boolean): Promise<Gate> {
     secret,
     told: false,
     exited: exited.then(() => undefined),
-    // The gate's own status stands in for CMD's when it died without reporting (killed).
-    outcome: Promise.all([exited, drained]).then(([own]) => {
-      if (reported !== undefined) return reported;
-      if (cmdPid === undefined) return { error: { code: `the gate exited (${own.signal ?? `status ${own.code}`}) before starting it`, message: '' } };
-      return own;
-    }),
+    // CMD's outcome as soon as the gate reports it (the gate exits right after, by itself); the
+    // gate's own status stands in for it when it died without reporting (killed).
+    outcome: Promise.race([
+      new Promise<GateOutcome>((resolve) => (onReport = resolve)),
+      Promise.all([exited, drained]).then(([own]): GateOutcome => {
+        if (reported !== undefined) return reported;
+        if (cmdPid === undefined) return { error: { code: `the gate exited (${own.signal ?? `status ${own.code}`}) before starting it`, message: '' } };
+        return own;
+      }),
+    ]),
     run(message) {
       gate.told = true;
       channel.write(`${JSON.stringify({ run: message })}\n`);
+    },
+    tell(message) {
+      if (!channel.destroyed) channel.write(`${JSON.stringify(message)}\n`);
     },
     abandon() {
       if (!gate.told) channel.destroy();

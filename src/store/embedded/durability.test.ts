@@ -1,5 +1,6 @@
-// Durability of the embedded store: nothing is revealed before its fdatasync, concurrent writes
-// share fsyncs (group commit), and snapshots rotate the journal without losing anything.
+// Durability of the embedded store: nothing is revealed before its durable write (the journal's
+// segments are open with O_DSYNC) completes, concurrent writes share them (group commit), and
+// snapshots rotate the journal without losing anything.
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -10,17 +11,22 @@ import { withStore, withTempDir } from './fixtures.js';
 import { listSegments, segmentName } from './journal.js';
 import { listSnapshots } from './snapshot.js';
 
-/** Holds back the completion of every fdatasync until release() (the journal calls fs.fdatasync). */
-function holdFdatasync(): { held: () => number; release: () => void } {
-  const original = fs.fdatasync;
+type WriteCallback = (err: NodeJS.ErrnoException | null, written: number, buffer: Buffer) => void;
+
+/**
+ * Holds back the completion of every journal write until release() (the journal calls fs.write
+ * on a descriptor open with O_DSYNC: its completion is the record's durability).
+ */
+function holdJournalWrites(): { held: () => number; release: () => void } {
+  const original = fs.write;
   const waiting: (() => void)[] = [];
-  fs.fdatasync = ((fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => {
-    original(fd, (err) => waiting.push(() => cb(err)));
-  }) as typeof fs.fdatasync;
+  fs.write = ((fd: number, buf: Buffer, off: number, len: number, pos: number, cb: WriteCallback) => {
+    original(fd, buf, off, len, pos, (err, written, buffer) => waiting.push(() => cb(err, written, buffer)));
+  }) as unknown as typeof fs.write;
   return {
     held: () => waiting.length,
     release: () => {
-      fs.fdatasync = original;
+      fs.write = original;
       for (const complete of waiting.splice(0)) complete();
     },
   };
@@ -36,24 +42,33 @@ function settledFlag<T>(promise: Promise<T>): { promise: Promise<T>; done: () =>
 
 const tick = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
+async function until(done: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const end = performance.now() + ms;
+  while (!done()) {
+    if (performance.now() > end) throw new Error(`${what} did not happen within ${ms} ms`);
+    await tick(5);
+  }
+}
+
 describe('embedded store durability', () => {
-  it('releases a write, a read that sees it and its watch event only after its fdatasync completes', () =>
+  it('releases a write, a read that sees it and its watch event only after its durable write completes', () =>
     withTempDir(async (dataDir) => {
-      await withStore({ dataDir }, async (store) => {
+      // Every write through the thread pool (fs.write), where the gate can hold it.
+      await withStore({ dataDir, syncLoneWrites: false }, async (store) => {
         await store.put('warm-up', 'x');
         const watch = store.watch('k');
         const event = settledFlag(watch[Symbol.asyncIterator]().next());
-        const gate = holdFdatasync();
+        const gate = holdJournalWrites();
         try {
           const put = settledFlag(store.put('k', 'v'));
           await tick(30);
-          assert.equal(gate.held(), 1, 'the record was written and its fdatasync issued');
+          assert.equal(gate.held(), 1, 'the record was written, its durable write not yet reported');
           const segment = (await listSegments(dataDir)).at(-1);
           assert.ok((await readFile(segment?.path ?? '')).includes('"p":"k"'), 'the record is in the file');
           const get = settledFlag(store.get('k'));
           const revision = settledFlag(store.revision());
           await tick(30);
-          assert.equal(put.done(), false, 'the put waits for its fdatasync');
+          assert.equal(put.done(), false, 'the put waits for its durable write');
           assert.equal(get.done(), false, 'a read that would reveal the write waits too');
           assert.equal(revision.done(), false, 'so does revision()');
           assert.equal(event.done(), false, 'and the watch event');
@@ -82,15 +97,15 @@ describe('embedded store durability', () => {
         assert.ok(after.fsyncs - before.fsyncs <= 5, `200 concurrent puts took ${after.fsyncs - before.fsyncs} fsyncs`);
         assert.ok(after.largestBatch >= 40, `largest batch was ${after.largestBatch} records`);
         for (let i = 0; i < 20; i++) await store.put(`s/${i}`, 'x');
-        assert.equal(store.stats().fsyncs - after.fsyncs, 20, 'an awaited put is one fsync: the counter counts real syncs');
+        assert.equal(store.stats().fsyncs - after.fsyncs, 20, 'an awaited put is one durable write: the counter counts real syncs');
       });
     }));
 
   it('group commit: writes that arrive during a flush all share the next fsync', () =>
     withTempDir(async (dataDir) => {
-      await withStore({ dataDir }, async (store) => {
+      await withStore({ dataDir, syncLoneWrites: false }, async (store) => {
         const before = store.stats().fsyncs;
-        const gate = holdFdatasync();
+        const gate = holdJournalWrites();
         let first: Promise<unknown>;
         let rest: Promise<unknown>;
         try {
@@ -109,12 +124,56 @@ describe('embedded store durability', () => {
       });
     }));
 
+  it('a lone writer is written synchronously after a few writes without company; company brings back group commit', () =>
+    withTempDir(async (dataDir) => {
+      // A disk slow enough to pause synchronous writes is another test's subject (below).
+      await withStore({ dataDir, slowSyncMs: 10_000 }, async (store) => {
+        const syncWritesOf = (): number => store.stats().syncWrites;
+        for (let i = 0; i < 40; i++) await store.put(`lone/${i}`, 'x');
+        const lone = syncWritesOf();
+        // Three writes to notice it is alone, then one write in 17 goes through the pool to look for company.
+        assert.ok(lone >= 30 && lone <= 37, `${lone} of 40 lone writes were synchronous`);
+        const before = store.stats();
+        await Promise.all(Array.from({ length: 200 }, (_, i) => store.put(`crowd/${i}`, 'x')));
+        const after = store.stats();
+        assert.ok(after.fsyncs - before.fsyncs <= 5, `200 concurrent puts took ${after.fsyncs - before.fsyncs} writes`);
+        assert.ok(after.syncWrites - before.syncWrites <= 1, 'a crowd is written through the pool');
+        // Every synchronous write was durable like the others: all of it is there after a restart.
+        return undefined;
+      });
+      await withStore({ dataDir }, async (again) => {
+        assert.equal((await again.range('lone/')).kvs.length, 40);
+        assert.equal((await again.range('crowd/')).kvs.length, 200);
+      });
+    }));
+
+  it('a slow synchronous write pauses synchronous writes (the event loop is not held by a slow disk)', () =>
+    withTempDir(async (dataDir) => {
+      // Every write counts as slow here.
+      await withStore({ dataDir, slowSyncMs: 0 }, async (store) => {
+        for (let i = 0; i < 40; i++) await store.put(`k/${i}`, 'x');
+        assert.equal(store.stats().syncWrites, 1, 'one synchronous write, then none for the pause');
+      });
+    }));
+
+  it('without syncLoneWrites every write goes through the thread pool', () =>
+    withTempDir(async (dataDir) => {
+      await withStore({ dataDir, syncLoneWrites: false }, async (store) => {
+        for (let i = 0; i < 20; i++) await store.put(`k/${i}`, 'x');
+        assert.equal(store.stats().syncWrites, 0);
+      });
+    }));
+
   it('snapshots rotate the journal and remove what they cover; recovery reads snapshot + later records', () =>
     withTempDir(async (dataDir) => {
       const expected = await withStore({ dataDir, snapshotEveryRecords: 10 }, async (store) => {
         const lease = await store.grantLease(60); // record 1
         for (let i = 0; i < 34; i++) {
           await store.put(`k${i % 12}`, `v${i}`, i % 5 === 0 ? { lease: lease.id } : undefined); // records 2–35
+          // A snapshot is written in the background; one still running when the next is due
+          // postpones that one. Let each finish, so that they fall at records 10, 20 and 30.
+          const record = i + 2;
+          if (record % 10 === 0) await until(() => store.stats().snapshots === record / 10, `snapshot ${record / 10}`);
         }
         return { kvs: (await store.range('')).kvs, lease: lease.id, keys: (await store.leaseStatus(lease.id)).keys };
       });

@@ -58,6 +58,10 @@ export interface EmbeddedStoreOptions {
   snapshotEveryRecords?: number;
   /** Watch events kept in memory for watches that start in the past. Default 20,000. */
   historyLimit?: number;
+  /** Write a lone writer's records synchronously (journal.ts). Default true. */
+  syncLoneWrites?: boolean;
+  /** A synchronous write slower than this pauses them (journal.ts). Default 20 ms. */
+  slowSyncMs?: number;
 }
 
 export interface EmbeddedStoreStats extends JournalCounters, WatchHubStats {
@@ -141,6 +145,8 @@ async function recover(opts: EmbeddedStoreOptions & { clock: Clock; logger: Logg
     nextSeq: state.seq + 1,
     onDurable: (revision) => hub.release(revision),
     onFailure: (err) => owner.store?.stopServing(err),
+    ...(opts.syncLoneWrites === undefined ? {} : { syncLoneWrites: opts.syncLoneWrites }),
+    ...(opts.slowSyncMs === undefined ? {} : { slowSyncMs: opts.slowSyncMs }),
   });
   logger.info(
     { revision: state.revision.toString(), snapshot: snapshot?.path, replayed, keys: state.keyCount, leases: state.leaseCount },

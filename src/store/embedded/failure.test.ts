@@ -1,4 +1,4 @@
-// Failures of the embedded store: a disk that refuses an fdatasync, and requests it must refuse.
+// Failures of the embedded store: a disk that refuses a durable write, and requests it must refuse.
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -19,18 +19,20 @@ function rejectsWith(promise: Promise<unknown>, code: ErrorCode, mention?: strin
 }
 
 describe('embedded store failures', () => {
-  it('a failed fdatasync stops the store: the write fails, nothing more is served, close still unlocks', () =>
+  it('a failed durable write (EIO) stops the store: the write fails, nothing more is served, close still unlocks', () =>
     withTempDir(async (dataDir) => {
-      const store = await openEmbeddedStore({ dataDir });
-      const original = fs.fdatasync;
+      // Every write through the thread pool (fs.write), where the test can fail it.
+      const store = await openEmbeddedStore({ dataDir, syncLoneWrites: false });
+      const original = fs.write;
       try {
         await store.put('ok', '1');
         const watch = store.watch('', { fromRevision: 1n });
-        fs.fdatasync = ((_fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => {
-          cb(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }));
-        }) as typeof fs.fdatasync;
+        // The journal's segments are open with O_DSYNC: a write that fails is a sync that failed.
+        fs.write = ((_fd: number, _buf: Buffer, _off: number, _len: number, _pos: number, cb: (err: NodeJS.ErrnoException | null, written: number) => void) => {
+          cb(Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' }), 0);
+        }) as unknown as typeof fs.write;
         await rejectsWith(store.put('lost', 'v'), 'STORE_UNAVAILABLE', 'EIO');
-        fs.fdatasync = original;
+        fs.write = original;
         await rejectsWith(store.get('ok'), 'STORE_UNAVAILABLE');
         await rejectsWith(store.put('later', 'v'), 'STORE_UNAVAILABLE');
         await rejectsWith(store.grantLease(5), 'STORE_UNAVAILABLE');
@@ -47,7 +49,7 @@ describe('embedded store failures', () => {
           'the watch saw the durable write, never the failed one',
         );
       } finally {
-        fs.fdatasync = original;
+        fs.write = original;
         await store.close();
       }
       await withStore({ dataDir }, async (again) => assert.equal((await again.get('ok')).kv?.value, '1'));
