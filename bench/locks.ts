@@ -363,6 +363,8 @@ function pairedMediansMs(a: [string, string[]], b: [string, string[]], env: Node
 // --- the run ----------------------------------------------------------------------------------
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'corral-lockbench-'));
+/** The machine's load average (1, 5, 15 min) as the run starts, before the CLI's cost and at the end. */
+const load: Record<string, number[]> = { atStart: os.loadavg() };
 const results: Record<string, Measured> = {};
 const rows: Row[] = [];
 const cleanups: (() => Promise<void>)[] = [];
@@ -429,6 +431,7 @@ try {
   }
 
   // The CLI's fixed cost, against the private agent above (already running).
+  load.beforeCli = os.loadavg();
   const withCa = { ...process.env, CORRAL_RUNTIME_DIR: dir };
   const noCa: NodeJS.ProcessEnv = { ...withCa };
   delete noCa.NODE_EXTRA_CA_CERTS;
@@ -446,7 +449,9 @@ try {
     rows.push({ metric: `corral lock -- true, ${label}`, value: lockMs, unit: 'ms', note: `node -e '' ${nodeMs.toFixed(1)} ms (medians of ${CLI_RUNS} alternating runs)` });
     rows.push({ metric: `corral lock -- true / node -e '', ${label}`, value: lockMs / nodeMs, unit: '×', target: '≤ 2', ok: lockMs / nodeMs <= 2 });
   }
+  load.atEnd = os.loadavg();
   printTable(`locks: acquire + release cycles (${SECONDS} s per run; each client on its own resource)`, rows);
+  process.stdout.write(`load average (1, 5, 15 min): ${Object.entries(load).map(([k, v]) => `${k} ${v.map((x) => x.toFixed(2)).join(' ')}`).join('; ')}\n`);
   if (partial) {
     process.stdout.write('\na partial run (--only, --seconds or --no-cli): no results written\n');
   } else {
@@ -459,6 +464,7 @@ try {
         'through an agent: each client has its own connection to the agent (a raw lock channel on its UNIX socket); the agent on etcd is a one-node corral cluster whose store is that same etcd',
         `NODE_EXTRA_CA_CERTS ${process.env.NODE_EXTRA_CA_CERTS ? 'set' : 'unset'} in this run's environment`,
       ],
+      loadAverage: load,
       cycles: results,
       cli,
       rows,

@@ -71,14 +71,14 @@ export function spawnGate(detached: boolean): GateProcess {
 
 /**
  * bin/corral, for `corral lock ARGS`: when ARGS hold a command after `--`, starts the gate it will
- * most likely need (in its own session) now. Until verbs/lock.ts takes it, it keeps nothing alive:
- * if corral lock exits without taking it (a bad option, --help, -x), the gate sees its channel
- * close and exits without running anything.
+ * most likely need now (in its own session, or not with --foreground; takeGate() lets a wrong guess
+ * go). Until verbs/lock.ts takes it, it keeps nothing alive: if corral lock exits without taking
+ * it (a bad option, --help, -x), the gate sees its channel close and exits without running anything.
  */
 export function prestartGate(args: readonly string[]): void {
   const dashes = args.indexOf('--');
   if (prestarted !== undefined || dashes < 0 || dashes === args.length - 1) return;
-  const gate = spawnGate(true);
+  const gate = spawnGate(!args.slice(0, dashes).includes('--foreground'));
   gate.child.unref();
   gate.channel.unref();
   prestarted = gate;
