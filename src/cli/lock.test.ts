@@ -429,14 +429,16 @@ describe('the private daemon', { concurrency: true, timeout: 120_000 }, () => {
   });
 
   it('serves a per-user socket by default: a private directory (0700) and socket (0600)', async () => {
-    const r = await td.corral(['lock', '-d', '300', '--', 'true']);
+    // A lifespan long enough to look at the socket before the idle daemon removes it (under load,
+    // 300 ms could pass between corral lock's exit and the stat), short enough to watch it exit.
+    const r = await td.corral(['lock', '-d', '3000', '--', 'true']);
     assert.equal(r.code, 0, r.stderr);
     const dir = path.join(td.runtime, 'corral');
-    assert.equal(statSync(dir).mode & 0o777, 0o700);
     const socket = path.join(dir, 'lock.sock');
-    const pid = await td.daemonPid(socket);
     assert.equal(statSync(socket).mode & 0o777, 0o600);
-    await td.waitForExit(pid);
+    assert.equal(statSync(dir).mode & 0o777, 0o700);
+    const pid = await td.daemonPid(socket);
+    await td.waitForExit(pid, 15_000);
   });
 
   it('-x lets the daemon finish what it serves and exit; without a daemon it exits 99', async () => {
