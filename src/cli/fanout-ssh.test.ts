@@ -7,27 +7,16 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { runCorral, type RunResult } from '../testkit/cli.js';
-import { sshdMissing, startSshd, type Sshd } from '../testkit/sshd.js';
+import { closedPort, sshdMissing, startSshd, type Sshd } from '../testkit/sshd.js';
 
 const missing = sshdMissing();
 const HOSTS = ['127.0.0.1', '127.0.0.2', '127.0.0.3'];
 const sha = (file: string): string => createHash('sha256').update(readFileSync(file)).digest('hex');
 
-function closedPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.3', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 describe('mkdir, push, scatter and gather over --ssh', { skip: missing, timeout: 400_000 }, () => {
   let sshd: Sshd;
@@ -122,7 +111,7 @@ describe('mkdir, push, scatter and gather over --ssh', { skip: missing, timeout:
   });
 
   it('a host that is down: push reports it unreachable (exit 4); a re-run once it answers sends only what it lacks', async () => {
-    const downHosts = sshd.hostsFile(['127.0.0.1', `127.0.0.3:${await closedPort()}`], 'hosts-down');
+    const downHosts = sshd.hostsFile(['127.0.0.1', `127.0.0.3:${await closedPort('127.0.0.3')}`], 'hosts-down');
     const upHosts = sshd.hostsFile(['127.0.0.1', '127.0.0.3'], 'hosts-up');
     writeFileSync(path.join(src, 'late.txt'), 'late\n');
     const p = await corral('push', [path.join(src, 'late.txt'), 'late'], { hostsFile: downHosts });

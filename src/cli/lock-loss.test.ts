@@ -10,7 +10,7 @@ import { after, describe, it } from 'node:test';
 import type { LockListingWire } from '../api/lock-wire.js';
 import { isProcessAlive } from '../util/process.js';
 import { CORRAL } from '../testkit/cli.js';
-import { LockTestDir, timedEvents } from '../testkit/lock.js';
+import { LockTestDir, timedEvents, type Holder } from '../testkit/lock.js';
 import { sleep, waitUntil } from '../testkit/local.js';
 
 const td = new LockTestDir();
@@ -116,12 +116,11 @@ describe('corral lock killed (SIGKILL) at any point: never a second holder while
     assert.ok((e.get('second') as bigint) - killedAt > 7_000_000_000n);
   });
 
-  it('--foreground (not attached, guarded): killed while CMD runs, its gate stops CMD before the lock is released', async () => {
-    const socket = td.socket();
-    const log = path.join(td.dir, 'k-fg.log');
-    const first = td.start(['lock', '-s', socket, '-d', '-1', '-r', 'kf', '--foreground', '--', 'sh', '-c', firstHolder(log)]);
-    await appears(log, 'enter');
-    const second = td.start(['lock', '-s', socket, '-r', 'kf', '--', 'sh', '-c', `echo second $(date +%s%N) >> ${log}`]);
+  /**
+   * Guarded: SIGKILL the `first` corral lock while its CMD (firstHolder) runs and `second` waits:
+   * CMD's gate sends it SIGTERM at once, and `second` gets in only after that.
+   */
+  const killFirstGuarded = async (first: Holder, second: Holder, log: string): Promise<void> => {
     await sleep(300);
     process.kill(first.pid, 'SIGKILL');
     const killedAt = now();
@@ -131,6 +130,15 @@ describe('corral lock killed (SIGKILL) at any point: never a second holder while
     const term = e.get('term') as bigint;
     assert.ok(term > killedAt && term - killedAt < 2_000_000_000n, 'CMD got SIGTERM from its gate at once');
     assert.ok((e.get('second') as bigint) > term, 'the next holder came in after CMD stopped');
+  };
+
+  it('--foreground (not attached, guarded): killed while CMD runs, its gate stops CMD before the lock is released', async () => {
+    const socket = td.socket();
+    const log = path.join(td.dir, 'k-fg.log');
+    const first = td.start(['lock', '-s', socket, '-d', '-1', '-r', 'kf', '--foreground', '--', 'sh', '-c', firstHolder(log)]);
+    await appears(log, 'enter');
+    const second = td.start(['lock', '-s', socket, '-r', 'kf', '--', 'sh', '-c', `echo second $(date +%s%N) >> ${log}`]);
+    await killFirstGuarded(first, second, log);
   });
 
   it('on a socket shared with a daemon of another user: not attached (the daemon refuses another user’s group) but guarded', async () => {
@@ -151,15 +159,7 @@ describe('corral lock killed (SIGKILL) at any point: never a second holder while
     await appears(log, 'enter');
     assert.match(first.stderr(), /CMD's process group is not attached \(process group \d+ belongs to uid 0, and this lock daemon runs as uid 65534/);
     const second = td.start(['lock', '-s', socket, '-r', 'ksh', '--', 'sh', '-c', `echo second $(date +%s%N) >> ${log}`]);
-    await sleep(300);
-    process.kill(first.pid, 'SIGKILL');
-    const killedAt = now();
-    await first.exited;
-    assert.equal((await second.exited).code, 0, second.stderr());
-    const e = events(log);
-    const term = e.get('term') as bigint;
-    assert.ok(term > killedAt && term - killedAt < 2_000_000_000n, 'CMD’s group got SIGTERM from its gate at once');
-    assert.ok((e.get('second') as bigint) > term, 'the next holder came in after CMD stopped');
+    await killFirstGuarded(first, second, log);
     assert.equal(pidRunning(log), undefined, 'nothing of the first CMD runs');
   });
 });

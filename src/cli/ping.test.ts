@@ -5,12 +5,11 @@
 // trips under --mesh.
 
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { compareNodeNames, offReason } from '../fanout/ping.js';
 import { runCorral, type RunResult } from '../testkit/cli.js';
 import { LocalClusterFixture } from '../testkit/local.js';
-import { sshdMissing, startSshd, type Sshd } from '../testkit/sshd.js';
+import { closedPort, sshdMissing, startSshd, type Sshd } from '../testkit/sshd.js';
 import { runCorralInTty, scriptMissing } from '../testkit/tty.js';
 
 const ESC = '\u001b';
@@ -144,16 +143,6 @@ describe('ping over the agents of a local 3-node cluster', { timeout: 120_000 },
   });
 });
 
-function closedPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 describe('ping over --ssh with a real sshd', { skip: sshdMissing(), timeout: 120_000 }, () => {
   let sshd: Sshd;

@@ -6,23 +6,12 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { CORRAL, runCorral, type RunResult } from '../testkit/cli.js';
-import { sshdMissing, startSshd, type Sshd } from '../testkit/sshd.js';
+import { closedPort, sshdMissing, startSshd, type Sshd } from '../testkit/sshd.js';
 
 const missing = sshdMissing();
 
-function closedPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.9', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Live processes (not zombies) whose command line holds `text`. */
 function processesWith(text: string): string[] {
@@ -49,7 +38,7 @@ describe('corral run --ssh through the CLI', { skip: missing, timeout: 300_000 }
   before(async () => {
     sshd = await startSshd({ addresses: ['127.0.0.1', '127.0.0.2'], homes: true });
     hosts = sshd.hostsFile(['127.0.0.1', '127.0.0.2']);
-    withDown = sshd.hostsFile(['127.0.0.1', '127.0.0.2', `127.0.0.9:${await closedPort()}`], 'hosts-down');
+    withDown = sshd.hostsFile(['127.0.0.1', '127.0.0.2', `127.0.0.9:${await closedPort('127.0.0.9')}`], 'hosts-down');
   });
 
   after(async () => {

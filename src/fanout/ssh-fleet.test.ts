@@ -7,12 +7,11 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { ExecSpec, FanoutCallEvent, FanoutEvent, FanoutExecArgs, FileEntry, NodeListResult, NodeMkdirResult } from '../api/fanout-wire.js';
 import { CorralError } from '../api/errors.js';
-import { sshdMissing, startSshd, type Sshd } from '../testkit/sshd.js';
+import { closedPort, sshdMissing, startSshd, type Sshd } from '../testkit/sshd.js';
 import type { Fleet } from './fleet.js';
 import { openSshFleet } from './ssh-fleet.js';
 
@@ -82,16 +81,6 @@ async function gone(check: () => string[], ms = 10_000): Promise<string[]> {
   return left;
 }
 
-function closedPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.9', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function entry(rel: string, data: Buffer, mode = 0o644): FileEntry {
   return { path: rel, size: data.length, mode, sha256: createHash('sha256').update(data).digest('hex') };
@@ -110,7 +99,7 @@ describe('the SSH fleet against a real sshd', { skip: missing, timeout: 300_000 
 
   before(async () => {
     sshd = await startSshd({ addresses: HOSTS, homes: true });
-    hostsFile = sshd.hostsFile([`# three hosts and one that is down`, ...HOSTS, `127.0.0.9:${await closedPort()}`]);
+    hostsFile = sshd.hostsFile([`# three hosts and one that is down`, ...HOSTS, `127.0.0.9:${await closedPort('127.0.0.9')}`]);
     fleet = await openSshFleet(hostsFile, sshd.env);
   });
 

@@ -237,3 +237,15 @@ export async function startSshd(options: SshdOptions = {}): Promise<Sshd> {
     },
   };
 }
+
+/** A TCP port on `host` (loopback) that nobody listens on: a host that is down, for hosts files. */
+export function closedPort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, host, () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
