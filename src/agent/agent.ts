@@ -21,6 +21,7 @@ import type { Store } from '../store/store.js';
 import { openEmbeddedStore } from '../store/embedded/index.js';
 import { RpcClient } from '../transport/client.js';
 import { RpcServer } from '../transport/server.js';
+import { keepaliveOf } from '../transport/types.js';
 import { systemClock, type Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 
@@ -290,7 +291,7 @@ export class Agent {
     if (cached) void cached.client.close();
     const client = new RpcClient(
       { kind: 'tls', host: node.address.host, port: node.address.port, credentials: this.credentials, serverName: node.name },
-      { requestTimeoutMs: this.config.timings.requestTimeoutMs, connectTimeoutMs: this.config.timings.requestTimeoutMs },
+      { requestTimeoutMs: this.config.timings.requestTimeoutMs, connectTimeoutMs: this.config.timings.requestTimeoutMs, ...keepaliveOf(this.config.timings) },
     );
     this.peers.set(node.name, { address: where, client });
     return client;

@@ -13,7 +13,7 @@ import { PATHS, type ClusterPingResponse, type PingResponse, type StatusResponse
 import type { ClusterConfig } from '../config/cluster-config.js';
 import { loadAdminCredentials, PKI_FILES } from '../config/pki-files.js';
 import { RpcClient } from '../transport/client.js';
-import { describeEndpoint, type Endpoint } from '../transport/types.js';
+import { describeEndpoint, keepaliveOf, type Endpoint } from '../transport/types.js';
 import { acquireLock, type HeldLock, type LockOptions } from './locks.js';
 
 export interface ClientOptions {
@@ -171,7 +171,7 @@ export class CorralClient {
     if (!endpoint) return Promise.reject(new CorralError('UNAVAILABLE', `no agent socket of cluster ${this.config.cluster} exists on this machine and ${this.config.pkiDir} holds no admin credentials`));
     if (!this.current || this.currentIndex !== index) {
       const timeout = this.options.requestTimeoutMs ?? this.config.timings.requestTimeoutMs;
-      this.current = new RpcClient(endpoint, { requestTimeoutMs: Math.max(10_000, timeout), connectTimeoutMs: timeout });
+      this.current = new RpcClient(endpoint, { requestTimeoutMs: Math.max(10_000, timeout), connectTimeoutMs: timeout, ...keepaliveOf(this.config.timings) });
       this.currentIndex = index;
     }
     return Promise.resolve(this.current);

@@ -21,6 +21,15 @@ export interface RpcClientOptions {
   requestTimeoutMs?: number;
   /** Largest accepted response body or stream line (default 64 MiB). */
   maxResponseBytes?: number;
+  /**
+   * While requests are in flight, an HTTP/2 PING every `keepaliveMs` (default 0: none), as gRPC's
+   * keepalive does. A session that does not answer one within `keepaliveTimeoutMs` (default the
+   * request timeout) is dropped and its requests fail with UNAVAILABLE. Without it a long stream
+   * to a peer that vanished without a FIN or an RST (power lost, a network black hole; on Node 20
+   * also a reset that arrives while a write waits for room, which nobody then reads) waits forever.
+   */
+  keepaliveMs?: number;
+  keepaliveTimeoutMs?: number;
 }
 
 export interface CallOptions {
@@ -65,6 +74,9 @@ export class RpcClient {
   private readonly inFlight = new WeakMap<ClientHttp2Session, number>();
   private closed = false;
   private readonly probing = new WeakSet<ClientHttp2Session>();
+  private readonly keepaliveMs: number;
+  private readonly keepaliveTimeoutMs: number;
+  private readonly keepalives = new WeakMap<ClientHttp2Session, NodeJS.Timeout>();
   private readonly channels = new Set<RpcChannel>();
 
   constructor(
@@ -75,6 +87,8 @@ export class RpcClient {
     this.connectTimeoutMs = opts.connectTimeoutMs ?? 5_000;
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 30_000;
     this.maxResponseBytes = opts.maxResponseBytes ?? 64 * 1024 * 1024;
+    this.keepaliveMs = opts.keepaliveMs ?? 0;
+    this.keepaliveTimeoutMs = opts.keepaliveTimeoutMs ?? this.requestTimeoutMs;
   }
 
   /** One request, one JSON answer; non-2xx answers reject with the server's CorralError. */
@@ -109,7 +123,7 @@ export class RpcClient {
       };
       const timer = setTimeout(() => {
         settle(this.timeout(method, path, timeoutMs));
-        this.probe(session);
+        this.probe(session, 1000, `did not answer a PING within 1000 ms after ${method} ${path} timed out`);
       }, timeoutMs);
       const onAbort = (): void => settle(reasonOf(signal));
       signal?.addEventListener('abort', onAbort, { once: true });
@@ -349,8 +363,9 @@ export class RpcClient {
       // Cancel a stream we stop reading early; one the server ended closes by itself.
       if (!req.closed && !req.readableEnded) req.close(constants.NGHTTP2_CANCEL);
     }
-    // The loop ends normally only at the server's END_STREAM; resets surface as errors above.
     if (signal.aborted) return;
+    // A stream reset (RST_STREAM with an error code) also ends the loop normally: it is no answer.
+    if (req.rstCode !== undefined && req.rstCode !== constants.NGHTTP2_NO_ERROR) throw this.lost(new Error(`the stream was reset (code ${req.rstCode})`), what);
     if (pending.trim() !== '') yield this.parseLine<T>(pending, what);
   }
 
@@ -476,19 +491,20 @@ export class RpcClient {
   }
 
   /**
-   * After a request timed out: a connection that no longer answers an HTTP/2 PING within a second
-   * is dropped, so the next call reconnects instead of queueing behind a dead (black-holed, or
-   * half-open) connection until the kernel notices.
+   * After a request timed out, and as the keepalive: a connection that does not answer an HTTP/2
+   * PING within `timeoutMs` is dropped, failing its requests with UNAVAILABLE, so that the next
+   * call reconnects instead of queueing behind a dead (black-holed, or half-open) connection until
+   * the kernel notices.
    */
-  private probe(session: ClientHttp2Session): void {
+  private probe(session: ClientHttp2Session, timeoutMs: number, why: string): void {
     if (session.destroyed || session.closed || this.probing.has(session)) return;
     this.probing.add(session);
     const done = (alive: boolean): void => {
       clearTimeout(timer);
       this.probing.delete(session);
-      if (!alive && !session.destroyed) session.destroy();
+      if (!alive && !session.destroyed) session.destroy(new CorralError('UNAVAILABLE', `${this.where} ${why}: dropped the connection; check that the host is up`));
     };
-    const timer = setTimeout(() => done(false), 1000).unref();
+    const timer = setTimeout(() => done(false), timeoutMs).unref();
     try {
       session.ping((err) => done(!err));
     } catch {
@@ -524,13 +540,28 @@ export class RpcClient {
   private retain(session: ClientHttp2Session): void {
     const count = this.inFlight.get(session) ?? 0;
     this.inFlight.set(session, count + 1);
-    if (count === 0) session.ref();
+    if (count > 0) return;
+    session.ref();
+    if (this.keepaliveMs > 0 && !this.keepalives.has(session)) {
+      const timer = setInterval(() => {
+        if (session.destroyed) this.stopKeepalive(session);
+        else this.probe(session, this.keepaliveTimeoutMs, `did not answer a keepalive PING within ${this.keepaliveTimeoutMs} ms`);
+      }, this.keepaliveMs).unref();
+      this.keepalives.set(session, timer);
+    }
+  }
+
+  private stopKeepalive(session: ClientHttp2Session): void {
+    clearInterval(this.keepalives.get(session));
+    this.keepalives.delete(session);
   }
 
   private release(session: ClientHttp2Session): void {
     const left = (this.inFlight.get(session) ?? 1) - 1;
     this.inFlight.set(session, left);
-    if (left === 0 && !session.destroyed) session.unref();
+    if (left > 0) return;
+    this.stopKeepalive(session);
+    if (!session.destroyed) session.unref();
   }
 
   private tooLarge(what: string): CorralError {
