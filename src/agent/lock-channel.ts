@@ -89,9 +89,8 @@ class LockChannel implements AsyncIterableIterator<LockChannelEvent> {
     }
     let ticket: AsyncIterator<LockEvent>;
     try {
-      // The channel's signal, shared: one AbortController per request would cost more than the
-      // rest of the channel's work on it.
-      ticket = this.locks.acquire(body, this.req.peer, this.req.signal)[Symbol.asyncIterator]();
+      // No signal: close() cancels every open request (return()), as its client going away.
+      ticket = this.locks.acquire(body, this.req.peer, undefined)[Symbol.asyncIterator]();
     } catch (err) {
       return this.failed(ref, 'acquire', undefined, err);
     }

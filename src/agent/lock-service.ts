@@ -133,6 +133,12 @@ export class LockService {
     return { confirmEveryMs: Math.max(20, Math.floor(base / 4)), stopWithinMs: Math.floor(base / 2) };
   }
 
+  /** The agent's lock session if it is open and alive. */
+  liveSession(): Session | undefined {
+    const current = this.sessionValue;
+    return current?.state === 'alive' ? current : undefined;
+  }
+
   /** The agent's lock session, opened on first use and again after a loss. */
   async session(signal: AbortSignal): Promise<Session> {
     const current = this.sessionValue;
@@ -157,7 +163,7 @@ export class LockService {
   }
 
   /** POST /v1/locks/acquire: a stream of LockEvent, open while the lock is held. */
-  acquire(body: unknown, peer: PeerIdentity, signal: AbortSignal): AsyncIterable<LockEvent> {
+  acquire(body: unknown, peer: PeerIdentity, signal: AbortSignal | undefined): AsyncIterable<LockEvent> {
     if (this.closing) throw new CorralError('SHUTTING_DOWN', 'the agent is stopping; retry once it is back');
     const request = this.decode(body, peer);
     const keeping = this.keeping(body as Record<string, unknown>, peer);
@@ -445,8 +451,12 @@ class LockTicket implements AsyncIterableIterator<LockEvent> {
   /** No event follows the queued ones. */
   private finished = false;
   private failure: unknown;
-  /** Stops the wait when the client goes away or the agent stops. */
+  /**
+   * Stops the wait when the client goes away or the agent stops. Its signal is made only for a
+   * request that must wait (AbortController makes it on first use); `stopped` is the reason.
+   */
   private readonly stop = new AbortController();
+  private stopped: Error | undefined;
   /** Resolves when run() is over: granted, failed or given up. */
   private running: Promise<void> = Promise.resolve();
   private clientGone = false;
@@ -488,9 +498,12 @@ class LockTicket implements AsyncIterableIterator<LockEvent> {
     return this.session;
   }
 
-  start(clientSignal: AbortSignal): void {
+  /** `clientSignal`: aborted when the client goes away; without it the caller calls return() then (a lock channel does). */
+  start(clientSignal: AbortSignal | undefined): void {
     const onGone = (): void => this.onClientGone();
-    if (clientSignal.aborted) {
+    if (clientSignal === undefined) {
+      // The caller says when the client goes (return()).
+    } else if (clientSignal.aborted) {
       queueMicrotask(onGone);
     } else {
       clientSignal.addEventListener('abort', onGone, { once: true });
@@ -510,7 +523,13 @@ class LockTicket implements AsyncIterableIterator<LockEvent> {
 
   /** The agent stops: a waiting request gives up (a grant already in flight is refused in held()). */
   stopWaiting(): void {
-    if (this.state === 'waiting') this.stop.abort(new CorralError('SHUTTING_DOWN', 'the agent is stopping'));
+    if (this.state === 'waiting') this.abortWait(new CorralError('SHUTTING_DOWN', 'the agent is stopping'));
+  }
+
+  private abortWait(reason: Error): void {
+    if (this.stopped !== undefined) return;
+    this.stopped = reason;
+    this.stop.abort(reason);
   }
 
   // --- the stream ---------------------------------------------------------------------------
@@ -571,13 +590,15 @@ class LockTicket implements AsyncIterableIterator<LockEvent> {
       let waiterKey: string | undefined;
       let session: Session | undefined;
       try {
-        session = await this.service.session(this.stop.signal);
+        if (this.stopped !== undefined) throw this.stopped;
+        session = this.service.liveSession() ?? (await this.service.session(this.stop.signal));
         const remaining = timeoutMs > 0 ? Math.max(1, Math.ceil(deadline - clock.now())) : timeoutMs;
         const grant = await acquire(
           this.service.store,
           session,
-          { ...this.request, timeoutMs: remaining, signal: this.stop.signal },
+          { ...this.request, timeoutMs: remaining },
           {
+            waitSignal: () => this.stop.signal,
             clock,
             logger: this.service.logger,
             onWaiterKey: (key) => (waiterKey = key),
@@ -590,9 +611,9 @@ class LockTicket implements AsyncIterableIterator<LockEvent> {
         this.held(grant, session);
         return;
       } catch (err) {
-        if (this.stop.signal.aborted) {
+        if (this.stopped !== undefined) {
           // Given up: the client went away (nobody to tell) or the agent is stopping (tell it).
-          if (!this.clientGone) this.end(this.stop.signal.reason);
+          if (!this.clientGone) this.end(this.stopped);
           return this.done();
         }
         const retry = this.retryable(err) && (timeoutMs < 0 || clock.now() < deadline - 1) && timeoutMs !== 0;
@@ -728,7 +749,7 @@ class LockTicket implements AsyncIterableIterator<LockEvent> {
     this.end();
     switch (this.state) {
       case 'waiting':
-        this.stop.abort(new CorralError('UNAVAILABLE', 'the client went away'));
+        this.abortWait(new CorralError('UNAVAILABLE', 'the client went away'));
         return;
       case 'held': {
         const group = this.keeping.group;
@@ -794,7 +815,7 @@ class LockTicket implements AsyncIterableIterator<LockEvent> {
   async shutdown(): Promise<void> {
     switch (this.state) {
       case 'waiting':
-        this.stop.abort(new CorralError('SHUTTING_DOWN', 'the agent is stopping'));
+        this.abortWait(new CorralError('SHUTTING_DOWN', 'the agent is stopping'));
         return;
       case 'held':
       case 'orphaned':

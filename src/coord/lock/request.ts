@@ -45,9 +45,24 @@ function badRequest(message: string): CorralError {
   return new CorralError('BAD_LOCK_REQUEST', message);
 }
 
+/** Parsed resource names and their keys: most requests name a resource seen before. */
+const parsed = new Map<string, { resource: Resource; keys: ResourceKeys }>();
+const PARSED_MAX = 4096;
+
+function parseCached(name: string): { resource: Resource; keys: ResourceKeys } {
+  let entry = parsed.get(name);
+  if (entry === undefined) {
+    const resource = parseResourceName(name);
+    entry = { resource, keys: resourceKeys(resource) };
+    if (parsed.size >= PARSED_MAX) parsed.clear();
+    parsed.set(name, entry);
+  }
+  return entry;
+}
+
 export function planRequest(request: LockRequest): LockPlan {
   if (typeof request.resource !== 'string') throw new CorralError('BAD_RESOURCE', 'a lock request needs a resource name');
-  const resource = parseResourceName(request.resource);
+  const { resource, keys } = parseCached(request.resource);
   const requestedMode = request.mode ?? 'EX';
   if (!isLockMode(requestedMode)) throw new CorralError('BAD_LOCK_MODE', `'${String(requestedMode)}' is not a lock mode (parse names with parseLockMode)`);
   const quantity = resource.kind === 'numeric' ? (request.quantity ?? 1) : 1;
@@ -61,7 +76,7 @@ export function planRequest(request: LockRequest): LockPlan {
   if (never !== undefined) throw new CorralError('LOCK_IMPOSSIBLE', `resource will never satisfy the request, the lock cannot be obtained: ${never}`);
   return {
     resource,
-    keys: resourceKeys(resource),
+    keys,
     ask,
     timeoutMs: timeoutMs < 0 ? -1 : timeoutMs,
     create: request.create !== false,
