@@ -188,5 +188,7 @@ describe('fan-out over agents: progress on a terminal, Ctrl-C, a node lost durin
     assert.equal(sent + unchanged, COUNT);
     assert.equal(unchanged, beforeRerun.length, 'every file n3 already held was kept, only the others were sent');
     for (const name of names) assert.equal(sha(path.join(dest('n3'), name)), expected.get(name), `${name} on n3`);
+    // The temporaries the killed agent left (files held before their rename) went with the re-run.
+    assert.deepEqual(walk(dest('n3')).filter((f) => /\.corral-.*\.part$/.test(f)), [], 'temporaries of the killed agent left on n3');
   });
 });

@@ -189,4 +189,26 @@ describe('put-batch: many files in one stream, each judged alone', () => {
     assert.equal(existsSync(path.join(work, 'up.txt')), false);
     await assert.rejects(answers(ops.putBatch({ dest: 'd5' }, stream([Buffer.from('{"i":0,"path":"x"}\n')]))), (err: Error & { code?: string }) => err.code === 'BAD_REQUEST');
   });
+
+  it("a batch sweeps the temporaries an earlier agent of this node left in the directories it writes, and only those", async () => {
+    const d = path.join(work, 'd6');
+    mkdirSync(path.join(d, 'sub'), { recursive: true });
+    // A killed agent of n1 left these (another process: another 8-hex prefix than the live one's).
+    const stale = ['.a.bin.corral-n1-00000000a.part', 'sub/.b.bin.corral-n1-11111111z3.part'];
+    // Not n1's earlier agents': another node sharing the directory, the format before node names,
+    // a user's file that only looks alike, and a directory the batch does not write into.
+    const kept = ['.a.bin.corral-n2-00000000a.part', '.a.bin.corral-00000000a.part', '.x.corral-n1-notours.part', '.y.corral-n1-0000000-a.part'];
+    mkdirSync(path.join(d, 'untouched'));
+    const elsewhere = 'untouched/.c.bin.corral-n1-22222222b.part';
+    for (const f of [...stale, ...kept, elsewhere]) writeFileSync(path.join(d, f), 'half a file');
+    const ops = new NodeOps({ node: 'n1', workDir: work });
+    const got = await answers(ops.putBatch({ dest: 'd6' }, stream(frames([{ path: 'a.bin', data: Buffer.from('A') }, { path: 'sub/b.bin', data: Buffer.from('B') }]))));
+    assert.deepEqual([...got.values()].map((e) => e.t), ['ok', 'ok']);
+    assert.deepEqual(tree(d), [...kept, 'a.bin', 'sub/b.bin', elsewhere].sort());
+    // A single put sweeps its directory too.
+    writeFileSync(path.join(d, stale[0] as string), 'half a file');
+    await ops.put({ dest: 'd6', file: { path: 'c.bin', size: 1, mode: 0o644, sha256: sha(Buffer.from('C')) } }, stream([Buffer.from('C')]));
+    assert.equal(existsSync(path.join(d, stale[0] as string)), false);
+    assert.equal(readFileSync(path.join(d, 'c.bin'), 'utf8'), 'C');
+  });
 });

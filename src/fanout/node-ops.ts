@@ -249,7 +249,12 @@ export class NodeOps {
     const target = path.join(this.destination(args.dest), file.path);
     await this.assertWritable(target);
     await this.makeDir(path.dirname(target));
-    return this.receive(target, file, input ?? [], args.fsync === true, true);
+    const sweep = this.sweepTemps(path.dirname(target));
+    try {
+      return await this.receive(target, file, input ?? [], args.fsync === true, true);
+    } finally {
+      await sweep;
+    }
   }
 
   /**
@@ -269,8 +274,10 @@ export class NodeOps {
   }
 
   private async receiveBatch(dest: string, fsync: boolean, reader: FrameReader, queue: AsyncQueue<NodePutBatchEvent>): Promise<void> {
-    // Per batch, each directory is checked against the write roots and created once.
+    // Per batch, each directory is checked against the write roots and created once, and the
+    // temporaries an earlier agent of this node left there are swept (sweeps, awaited at the end).
     const dirs = new Map<string, Promise<void>>();
+    const sweeps: Promise<void>[] = [];
     const inflight = new Set<Promise<void>>();
     const answer = (i: number, work: Promise<NodePutResult>): Promise<void> =>
       work.then(
@@ -293,7 +300,7 @@ export class NodeOps {
           await answer(i, Promise.reject(CorralError.from(err)));
           continue;
         }
-        const ready = this.batchTarget(target, dirs);
+        const ready = this.batchTarget(target, dirs, sweeps);
         // It may fail while the bytes are still being read; the answer below reports it.
         ready.catch(() => undefined);
         if (size <= WHOLE_FILE) {
@@ -311,17 +318,19 @@ export class NodeOps {
       }
     } finally {
       await Promise.all(inflight);
+      await Promise.all(sweeps);
     }
   }
 
   /** A batch's target: its directory checked and created (once per batch), not a directory itself. */
-  private async batchTarget(target: string, dirs: Map<string, Promise<void>>): Promise<void> {
+  private async batchTarget(target: string, dirs: Map<string, Promise<void>>, sweeps: Promise<void>[]): Promise<void> {
     const dir = path.dirname(target);
     let ready = dirs.get(dir);
     if (!ready) {
       ready = this.assertWritable(dir).then(() => this.makeDir(dir));
       ready.catch(() => undefined);
       dirs.set(dir, ready);
+      sweeps.push(ready.then(() => this.sweepTemps(dir), () => undefined));
     }
     await ready;
     // Synchronous: one system call, and no error object for the usual absent target.
@@ -377,9 +386,38 @@ export class NodeOps {
     }
   }
 
-  /** A temporary name beside `target`: hidden, unique in this process, distinct across processes. */
+  /**
+   * A temporary name beside `target`: hidden, unique in this process, distinct across processes,
+   * and naming this node, so that the temporaries a killed agent left can be told apart from those
+   * of a live one (sweepTemps).
+   */
   private tempName(target: string): string {
-    return path.join(path.dirname(target), `.${path.basename(target)}.corral-${TEMP_PREFIX}${(this.temps++).toString(36)}.part`);
+    return path.join(path.dirname(target), `.${path.basename(target)}.corral-${this.node}-${TEMP_PREFIX}${(this.temps++).toString(36)}.part`);
+  }
+
+  /**
+   * Removes from `dir` the temporaries of this node's earlier agents (killed in the middle of a
+   * transfer: a live agent removes its own). One agent runs per node, so a temporary of this node
+   * with another process's prefix is nobody's; other nodes' (a directory they share) are left.
+   */
+  private async sweepTemps(dir: string): Promise<void> {
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch {
+      return;
+    }
+    const mine = `${this.node}-`;
+    const doomed = names.filter((name) => {
+      if (!name.startsWith('.') || !name.endsWith('.part')) return false;
+      const at = name.lastIndexOf('.corral-');
+      if (at < 0) return false;
+      const tag = name.slice(at + '.corral-'.length, -'.part'.length);
+      if (!tag.startsWith(mine)) return false;
+      const rest = tag.slice(mine.length);
+      return /^[0-9a-f]{8}[0-9a-z]+$/.test(rest) && rest.slice(0, 8) !== TEMP_PREFIX;
+    });
+    await Promise.all(doomed.map((name) => unlink(path.join(dir, name)).catch(() => undefined)));
   }
 
   /**
