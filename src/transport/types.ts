@@ -55,10 +55,10 @@ export function describeEndpoint(endpoint: Endpoint): string {
 
 /**
  * The keepalive of a connection with requests in flight, from a cluster's timings: a PING once per
- * session TTL, to be answered within the request timeout (at least 2 s, so that a loaded machine
+ * session TTL, to be answered within the request timeout (at least 5 s, so that a loaded machine
  * is not taken for a dead one). A peer that vanished without closing its connections then fails
  * its streams within a TTL plus that timeout, like a stopped agent's session.
  */
 export function keepaliveOf(timings: { sessionTtlSeconds: number; requestTimeoutMs: number }): { keepaliveMs: number; keepaliveTimeoutMs: number } {
-  return { keepaliveMs: timings.sessionTtlSeconds * 1000, keepaliveTimeoutMs: Math.max(2000, timings.requestTimeoutMs) };
+  return { keepaliveMs: timings.sessionTtlSeconds * 1000, keepaliveTimeoutMs: Math.max(5000, timings.requestTimeoutMs) };
 }
