@@ -25,14 +25,9 @@ import path from 'node:path';
 import { loadClusterConfig } from '../src/config/cluster-config.js';
 import { CORRAL, runCorral } from '../src/testkit/cli.js';
 import { sshdMissing, startSshd, type Sshd } from '../src/testkit/sshd.js';
-import { printTable, summarize, writeResults, type LatencySummary, type Row } from './lib.js';
+import { benchArgs, printTable, summarize, writeResults, type LatencySummary, type Row } from './lib.js';
 
-const argv = process.argv.slice(2);
-const quick = argv.includes('--quick');
-const opt = (name: string): string | undefined => {
-  const i = argv.indexOf(name);
-  return i === -1 ? undefined : argv[i + 1];
-};
+const { quick, opt } = benchArgs();
 const REPS = Number(opt('--reps') ?? (quick ? 2 : 5));
 const NODES = 8;
 const RUN_TIMEOUT_MS = 300_000;

@@ -21,14 +21,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { CORRAL, runCorral } from '../src/testkit/cli.js';
 import { sshdMissing, startSshd, type Sshd } from '../src/testkit/sshd.js';
-import { printTable, summarize, writeResults, type LatencySummary, type Row } from './lib.js';
+import { benchArgs, printTable, summarize, writeResults, type LatencySummary, type Row } from './lib.js';
 
-const argv = process.argv.slice(2);
-const quick = argv.includes('--quick');
-const opt = (name: string): string | undefined => {
-  const i = argv.indexOf(name);
-  return i === -1 ? undefined : argv[i + 1];
-};
+const { quick, opt } = benchArgs();
 const REPS = Number(opt('--reps') ?? (quick ? 3 : 7));
 const KEX = opt('--kex') ?? 'default';
 const SIZES = quick ? [8] : [8, 32];

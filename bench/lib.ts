@@ -64,3 +64,14 @@ export function writeResults(name: string, data: Record<string, unknown>): strin
   writeFileSync(file, JSON.stringify({ benchmark: name, machine: machine(), ...data }, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v), 2) + '\n');
   return file;
 }
+
+/** A benchmark's command line: `--quick`, and `opt('--name')` for the value after an option. */
+export function benchArgs(argv: readonly string[] = process.argv.slice(2)): { quick: boolean; opt: (name: string) => string | undefined } {
+  return {
+    quick: argv.includes('--quick'),
+    opt: (name) => {
+      const i = argv.indexOf(name);
+      return i === -1 ? undefined : argv[i + 1];
+    },
+  };
+}

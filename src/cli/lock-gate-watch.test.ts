@@ -54,6 +54,22 @@ async function holders(resource: string): Promise<LockListingWire['resources'][n
   return listing.resources.find((x) => x.name === resource)?.holders ?? [];
 }
 
+/**
+ * A beating CMD holding `resource` through corral lock, which is then SIGKILLed: CMD runs on,
+ * orphaned, its gate (having asked the agent itself by now) watching the lock.
+ */
+async function orphanedHolder(name: string, resource: string): Promise<{ log: string; go: string; first: ReturnType<typeof td.start>; pid: number }> {
+  const log = path.join(td.dir, `${name}.log`);
+  const go = path.join(td.dir, `${name}.go`);
+  const first = td.start(['lock', '--config', cluster.config, '-r', resource, '--', 'sh', '-c', beating(log, go)]);
+  await appears(log, 'enter', first);
+  const pid = cmdPid(log);
+  process.kill(first.pid, 'SIGKILL');
+  await first.exited;
+  await sleep(300);
+  return { log, go, first, pid };
+}
+
 describe('an orphaned command’s gate watches the agent (etcd: the lease counts on while the agent is down)', { timeout: 150_000 }, () => {
   before(() => cluster.start());
   after(async () => {
@@ -62,14 +78,7 @@ describe('an orphaned command’s gate watches the agent (etcd: the lease counts
   });
 
   it('corral lock and then the agent killed and kept down: the gate stops CMD before the lease expires and another holder gets in', async (t) => {
-    const log = path.join(td.dir, 'down.log');
-    const go = path.join(td.dir, 'down.go');
-    const first = td.start(['lock', '--config', cluster.config, '-r', 'gwdown', '--', 'sh', '-c', beating(log, go)]);
-    await appears(log, 'enter', first);
-    const pid = cmdPid(log);
-    process.kill(first.pid, 'SIGKILL');
-    await first.exited;
-    await sleep(300); // the gate has asked the agent itself by now
+    const { log, go, first, pid } = await orphanedHolder('down', 'gwdown');
     assert.ok(isProcessAlive(pid), 'CMD runs on while the agent keeps the lock');
     process.kill(cluster.local.pid('n1'), 'SIGKILL');
     const killedAt = now();
@@ -94,14 +103,7 @@ describe('an orphaned command’s gate watches the agent (etcd: the lease counts
   });
 
   it('corral lock and then the agent killed, the agent restarted at once: it takes the lock back, CMD runs on holding it, and the lock is released when CMD ends', async (t) => {
-    const log = path.join(td.dir, 'back.log');
-    const go = path.join(td.dir, 'back.go');
-    const first = td.start(['lock', '--config', cluster.config, '-r', 'gwback', '--', 'sh', '-c', beating(log, go)]);
-    await appears(log, 'enter', first);
-    const pid = cmdPid(log);
-    process.kill(first.pid, 'SIGKILL');
-    await first.exited;
-    await sleep(300);
+    const { log, go, first, pid } = await orphanedHolder('back', 'gwback');
     process.kill(cluster.local.pid('n1'), 'SIGKILL');
     const t0 = performance.now();
     await cluster.local.up();

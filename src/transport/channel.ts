@@ -15,6 +15,7 @@ import type { Duplex } from 'node:stream';
 import { CorralError, type WireError } from '../api/errors.js';
 import type { Logger } from '../util/log.js';
 import { LineSplitter } from './ndjson.js';
+import { closeIterator, drained } from './streams.js';
 import type { ChannelHandler } from './routes.js';
 import type { PeerIdentity } from './types.js';
 
@@ -186,24 +187,5 @@ export class ChannelExchange {
     if (err instanceof CorralError) return err.toWire();
     this.host.logger.error({ err, path: this.path }, 'rpc channel handler failed');
     return { code: 'INTERNAL', message: 'an unexpected error inside the agent; its log has the details' };
-  }
-}
-
-/** Resolves when the stream can take more data, or will never need to. */
-function drained(io: Duplex): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      io.off('drain', done).off('close', done);
-      resolve();
-    };
-    io.once('drain', done).once('close', done);
-  });
-}
-
-async function closeIterator(iterator: AsyncIterator<unknown>): Promise<void> {
-  try {
-    await iterator.return?.();
-  } catch {
-    // The handler's cleanup failing must not take the server down; its signal already fired.
   }
 }

@@ -6,6 +6,7 @@
 import type { ClientHttp2Session, ClientHttp2Stream, OutgoingHttpHeaders } from 'node:http2';
 import { CorralError } from '../api/errors.js';
 import { H2Channel, RawChannel, type ChannelHandlers, type RpcChannel } from './client-channel.js';
+import { drained } from './streams.js';
 import { describeEndpoint, type Endpoint } from './types.js';
 
 export type { ChannelHandlers, RpcChannel } from './client-channel.js';
@@ -261,15 +262,7 @@ export class RpcClient {
       if (input) {
         for await (const chunk of input) {
           if (req.closed || req.destroyed) return;
-          if (!req.write(chunk)) {
-            await new Promise<void>((resolve) => {
-              const go = (): void => {
-                req.off('drain', go).off('close', go);
-                resolve();
-              };
-              req.once('drain', go).once('close', go);
-            });
-          }
+          if (!req.write(chunk)) await drained(req);
         }
       }
       if (!req.closed && !req.destroyed) req.end();

@@ -6,6 +6,7 @@ import { CorralError, type WireError } from '../api/errors.js';
 import type { Logger } from '../util/log.js';
 import { ChannelExchange } from './channel.js';
 import { isRouteMiss, RawResponse, type Route, type RouteTable, type RpcMethod, type RpcRequest } from './routes.js';
+import { closeIterator, drained } from './streams.js';
 import type { PeerIdentity } from './types.js';
 
 export interface ExchangeHost {
@@ -335,23 +336,4 @@ export function isAsyncIterable(value: unknown): value is AsyncIterable<unknown>
 function abortPromise(signal: AbortSignal): Promise<typeof ABORTED> {
   if (signal.aborted) return Promise.resolve(ABORTED);
   return new Promise((resolve) => signal.addEventListener('abort', () => resolve(ABORTED), { once: true }));
-}
-
-/** Resolves when the stream can take more data, or will never need to. */
-function drained(stream: ServerHttp2Stream): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      stream.off('drain', done).off('close', done);
-      resolve();
-    };
-    stream.once('drain', done).once('close', done);
-  });
-}
-
-async function closeIterator(iterator: AsyncIterator<unknown>): Promise<void> {
-  try {
-    await iterator.return?.();
-  } catch {
-    // The handler's cleanup failing must not take the server down; its signal already fired.
-  }
 }
