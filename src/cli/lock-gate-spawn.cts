@@ -33,7 +33,7 @@ export interface GateProcess {
 let prestarted: GateProcess | undefined;
 
 /** A fresh random secret (hex), read from /dev/urandom: node:crypto costs more to load than the rest of this file. */
-function randomHex(bytes: number): string {
+export function randomHex(bytes: number): string {
   const buffer = Buffer.alloc(bytes);
   const fd = openSync('/dev/urandom', 'r');
   try {

@@ -26,10 +26,16 @@ async function appears(file: string, what: string, timeoutMs = 15_000): Promise<
   return value;
 }
 
-/** A first holder that logs `enter`, and `term` when it gets SIGTERM (then exits); `ignoreTerm`: it ignores SIGTERM. */
-function firstHolder(log: string, opts: { ignoreTerm?: boolean } = {}): string {
+/** Writes CMD's pid and process group to `${log}.ids`. */
+const IDS = (log: string): string => `read -r stat < /proc/$$/stat; set -- \${stat#*) }; echo "$$ $3" > ${log}.ids`;
+
+/**
+ * A first holder that logs `enter`, and `term` when it gets SIGTERM (then exits); `ignoreTerm`: it
+ * ignores SIGTERM; `ids`: it first writes its pid and group (IDS).
+ */
+function firstHolder(log: string, opts: { ignoreTerm?: boolean; ids?: boolean } = {}): string {
   const trap = opts.ignoreTerm ? `trap '' TERM` : `trap 'echo term $(date +%s%N) >> ${log}; exit 1' TERM`;
-  return `${trap}; echo enter $(date +%s%N) >> ${log}; i=0; while [ $i -lt 1500 ]; do sleep 0.02; i=$((i+1)); done`;
+  return `${opts.ids ? `${IDS(log)}; ` : ''}${trap}; echo enter $(date +%s%N) >> ${log}; i=0; while [ $i -lt 1500 ]; do sleep 0.02; i=$((i+1)); done`;
 }
 
 /** Waits until `pid` is stopped (state T): corral lock stopped itself at CORRAL_LOCK_TEST_STOP_AT. */
@@ -164,74 +170,109 @@ describe('corral lock killed (SIGKILL) at any point: never a second holder while
   });
 });
 
-describe('losing a lock held through the private daemon', { concurrency: true, timeout: 120_000 }, () => {
-  it('the daemon killed: the holder stops its command and exits 98; the next holder gets in only after it stopped', async () => {
-    const socket = td.socket();
-    const log = path.join(td.dir, 'killed.log');
-    const first = td.start(['lock', '-s', socket, '-d', '-1', '-r', 'k', '--', 'sh', '-c', firstHolder(log)]);
-    await appears(log, 'enter');
-    const second = td.start(['lock', '-s', socket, '-r', 'k', '--', 'sh', '-c', `echo second $(date +%s%N) >> ${log}`]);
-    await sleep(300);
-    const daemon = await td.daemonPid(socket);
-    process.kill(daemon, 'SIGKILL');
-    const killedAt = now();
-    const done = await first.exited;
-    assert.equal(done.code, 98, first.stderr());
-    assert.match(first.stderr(), /lost the lock on k: .*closed the lock stream; stopping CMD: SIGTERM now, SIGKILL in \d+ ms \[LOCK_LOST\]/);
-    assert.equal((await second.exited).code, 0, second.stderr());
-    const e = events(log);
-    const term = e.get('term') as bigint;
-    const secondIn = e.get('second') as bigint;
-    assert.ok(term > killedAt - 50_000_000n, 'the command got SIGTERM after the kill');
-    assert.ok(secondIn > term, 'the second holder came in after the first command stopped');
-    // The dead daemon's keys outlive it: a restarted daemon gives them a fresh TTL (5 s).
-    assert.ok(secondIn - killedAt > 3_000_000_000n, `second holder in ${(secondIn - killedAt) / 1_000_000n} ms after the kill`);
-  });
-
-  it('a command that ignores SIGTERM is killed (SIGKILL) before anyone else can be granted the lock', async () => {
-    const socket = td.socket();
-    const log = path.join(td.dir, 'stubborn.log');
-    const first = td.start(['lock', '-s', socket, '-d', '-1', '-r', 's', '--', 'sh', '-c', firstHolder(log, { ignoreTerm: true })]);
-    await appears(log, 'enter');
-    const daemon = await td.daemonPid(socket);
-    process.kill(daemon, 'SIGKILL');
-    const killedAt = performance.now();
-    const done = await first.exited;
-    const stoppedAfter = performance.now() - killedAt;
-    assert.equal(done.code, 98);
-    const m = /SIGKILL in (\d+) ms/.exec(first.stderr());
-    assert.ok(m, first.stderr());
-    // Its grace ends before the lock could expire (validity left minus a margin), well inside the 5 s TTL.
-    assert.ok(Number(m[1]) < 4500 && stoppedAfter < 5000, `SIGKILL after ${m[1]} ms; exited ${stoppedAfter} ms after the kill`);
-    const second = await td.corral(['lock', '-s', socket, '-r', 's', '--', 'sh', '-c', `echo second $(date +%s%N) >> ${log}`]);
-    assert.equal(second.code, 0);
-  });
-
-  it('the daemon frozen past its TTL: the holder stops its command before the daemon resumes; the waiter then gets in', async () => {
-    const socket = td.socket();
-    const log = path.join(td.dir, 'frozen.log');
-    const first = td.start(['lock', '-s', socket, '-d', '-1', '-r', 'f', '--', 'sh', '-c', firstHolder(log)]);
-    await appears(log, 'enter');
-    const second = td.start(['lock', '-s', socket, '-r', 'f', '--', 'sh', '-c', `echo second $(date +%s%N) >> ${log}`]);
-    await sleep(300);
-    const daemon = await td.daemonPid(socket);
-    process.kill(daemon, 'SIGSTOP');
-    let resumedAt: bigint;
-    try {
+for (const via of ['fast path', 'full path'] as const) {
+  describe(`losing a lock held through the private daemon (${via})`, { concurrency: true, timeout: 120_000 }, () => {
+    // The fast path (cli/lock-fast.cts) takes a request only where a daemon answers already.
+    const env: NodeJS.ProcessEnv = via === 'full path' ? { CORRAL_LOCK_FAST: '0' } : {};
+    const daemonSocket = async (): Promise<string> => {
+      const socket = td.socket();
+      const r = await td.corral(['lock', '-s', socket, '-d', '-1', '--', 'true']);
+      assert.equal(r.code, 0, r.stderr);
+      return socket;
+    };
+    /** The path taken, as CMD saw it: on the fast path CMD leads its group (the trampoline exec'd it); on the full path its gate does. */
+    const assertPath = (log: string): void => {
+      const [pid, pgid] = readFileSync(`${log}.ids`, 'utf8').trim().split(' ').map(Number);
+      if (via === 'fast path') assert.equal(pid, pgid, 'the fast path: CMD leads its group');
+      else assert.notEqual(pid, pgid, 'the full path: the gate leads the group');
+    };
+    it('the daemon killed: the holder stops its command and exits 98; the next holder gets in only after it stopped', async () => {
+      const socket = await daemonSocket();
+      const log = path.join(td.dir, `killed-${via.split(' ')[0]}.log`);
+      const first = td.start(['lock', '-s', socket, '-r', 'k', '--', 'sh', '-c', firstHolder(log, { ids: true })], { env });
+      await appears(log, 'enter');
+      assertPath(log);
+      const second = td.start(['lock', '-s', socket, '-r', 'k', '--', 'sh', '-c', `echo second $(date +%s%N) >> ${log}`]);
+      await sleep(300);
+      const daemon = await td.daemonPid(socket);
+      process.kill(daemon, 'SIGKILL');
+      const killedAt = now();
       const done = await first.exited;
-      assert.equal(done.code, 98);
-      assert.match(first.stderr(), /has not confirmed it in time/);
-      await sleep(6000 - 0); // past the 5 s TTL
-    } finally {
-      resumedAt = now();
-      process.kill(daemon, 'SIGCONT');
-    }
-    assert.equal((await second.exited).code, 0);
-    const e = events(log);
-    assert.ok((e.get('term') as bigint) < resumedAt, 'the command was stopped while the daemon was frozen');
-    assert.ok((e.get('second') as bigint) > resumedAt);
-  });
+      assert.equal(done.code, 98, first.stderr());
+      assert.match(first.stderr(), /lost the lock on k: .*closed the lock stream; stopping CMD: SIGTERM now, SIGKILL in \d+ ms \[LOCK_LOST\]/);
+      assert.equal((await second.exited).code, 0, second.stderr());
+      const e = events(log);
+      const term = e.get('term') as bigint;
+      const secondIn = e.get('second') as bigint;
+      assert.ok(term > killedAt - 50_000_000n, 'the command got SIGTERM after the kill');
+      assert.ok(secondIn > term, 'the second holder came in after the first command stopped');
+      // The dead daemon's keys outlive it: a restarted daemon gives them a fresh TTL (5 s).
+      assert.ok(secondIn - killedAt > 3_000_000_000n, `second holder in ${(secondIn - killedAt) / 1_000_000n} ms after the kill`);
+    });
 
+    it('a command that ignores SIGTERM is killed (SIGKILL) before anyone else can be granted the lock', async () => {
+      const socket = await daemonSocket();
+      const log = path.join(td.dir, `stubborn-${via.split(' ')[0]}.log`);
+      const first = td.start(['lock', '-s', socket, '-r', 's', '--', 'sh', '-c', firstHolder(log, { ignoreTerm: true, ids: true })], { env });
+      await appears(log, 'enter');
+      assertPath(log);
+      const daemon = await td.daemonPid(socket);
+      process.kill(daemon, 'SIGKILL');
+      const killedAt = performance.now();
+      const done = await first.exited;
+      const stoppedAfter = performance.now() - killedAt;
+      assert.equal(done.code, 98);
+      const m = /SIGKILL in (\d+) ms/.exec(first.stderr());
+      assert.ok(m, first.stderr());
+      // Its grace ends before the lock could expire (validity left minus a margin), well inside the 5 s TTL.
+      assert.ok(Number(m[1]) < 4500 && stoppedAfter < 5000, `SIGKILL after ${m[1]} ms; exited ${stoppedAfter} ms after the kill`);
+      const second = await td.corral(['lock', '-s', socket, '-r', 's', '--', 'sh', '-c', `echo second $(date +%s%N) >> ${log}`]);
+      assert.equal(second.code, 0);
+    });
+
+    it('the daemon frozen past its TTL: the holder stops its command before the daemon resumes; the waiter then gets in', async () => {
+      const socket = await daemonSocket();
+      const log = path.join(td.dir, `frozen-${via.split(' ')[0]}.log`);
+      const first = td.start(['lock', '-s', socket, '-r', 'f', '--', 'sh', '-c', firstHolder(log, { ids: true })], { env });
+      await appears(log, 'enter');
+      assertPath(log);
+      const second = td.start(['lock', '-s', socket, '-r', 'f', '--', 'sh', '-c', `echo second $(date +%s%N) >> ${log}`]);
+      await sleep(300);
+      const daemon = await td.daemonPid(socket);
+      process.kill(daemon, 'SIGSTOP');
+      let resumedAt: bigint;
+      try {
+        const done = await first.exited;
+        assert.equal(done.code, 98);
+        assert.match(first.stderr(), /has not confirmed it in time/);
+        await sleep(6000 - 0); // past the 5 s TTL
+      } finally {
+        resumedAt = now();
+        process.kill(daemon, 'SIGCONT');
+      }
+      assert.equal((await second.exited).code, 0);
+      const e = events(log);
+      assert.ok((e.get('term') as bigint) < resumedAt, 'the command was stopped while the daemon was frozen');
+      assert.ok((e.get('second') as bigint) > resumedAt);
+    });
+
+    it('--on-lost warn: the command keeps running; corral lock still exits 98', async () => {
+      const socket = await daemonSocket();
+      const log = path.join(td.dir, `warn-${via.split(' ')[0]}.log`);
+      const go = path.join(td.dir, `warn-${via.split(' ')[0]}.go`);
+      const first = td.start(['lock', '-s', socket, '--on-lost', 'warn', '-r', 'w', '--', 'sh', '-c', `${IDS(log)}; echo enter $(date +%s%N) >> ${log}; while [ ! -e ${go} ]; do sleep 0.02; done`], { env });
+      await appears(log, 'enter');
+      assertPath(log);
+      process.kill(await td.daemonPid(socket), 'SIGKILL');
+      await waitUntil('the warning', () => Promise.resolve(/keeps running unprotected/.test(first.stderr()) ? true : undefined), 10_000);
+      assert.ok(isProcessAlive(first.pid));
+      writeFileSync(go, '');
+      assert.equal((await first.exited).code, 98);
+    });
+  });
+}
+
+describe('losing a lock held through the private daemon', { concurrency: true, timeout: 120_000 }, () => {
   it('corral lock killed: the daemon keeps the lock while its command runs, then releases it (rolling _S_ back)', async () => {
     const socket = td.socket();
     const log = path.join(td.dir, 'orphan.log');
@@ -259,18 +300,5 @@ describe('losing a lock held through the private daemon', { concurrency: true, t
     const e = events(log);
     assert.ok((e.get('second') as bigint) > (e.get('leave') as bigint));
     assert.equal(readFileSync(`${log}.value`, 'utf8').trim(), '1', 'the value of the dead client was rolled back');
-  });
-
-  it('--on-lost warn: the command keeps running; corral lock still exits 98', async () => {
-    const socket = td.socket();
-    const log = path.join(td.dir, 'warn.log');
-    const go = path.join(td.dir, 'warn.go');
-    const first = td.start(['lock', '-s', socket, '-d', '-1', '--on-lost', 'warn', '-r', 'w', '--', 'sh', '-c', `echo enter $(date +%s%N) >> ${log}; while [ ! -e ${go} ]; do sleep 0.02; done`]);
-    await appears(log, 'enter');
-    process.kill(await td.daemonPid(socket), 'SIGKILL');
-    await waitUntil('the warning', () => Promise.resolve(/keeps running unprotected/.test(first.stderr()) ? true : undefined), 10_000);
-    assert.ok(isProcessAlive(first.pid));
-    writeFileSync(go, '');
-    assert.equal((await first.exited).code, 98);
   });
 });

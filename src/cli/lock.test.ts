@@ -138,12 +138,17 @@ describe('corral lock: exit codes, options and the command', { concurrency: 6, t
     assert.equal(r.stdout, 'cyan cyan\n');
   });
 
-  it('runs CMD in a process group of its own, led by its gate (its parent), or in corral lock’s with --foreground', async () => {
+  it('runs CMD in a process group of its own (led by CMD itself on the fast path, by its gate on the full path), or in corral lock’s with --foreground', async () => {
     // pid, parent, group and session of CMD
     const idsOf = 'read -r stat < /proc/$$/stat; set -- ${stat#*) }; echo "$$ $2 $3 $4"';
-    const own = (await lock(['-r', 'pg', '--', 'sh', '-c', idsOf])).stdout.trim().split(' ').map(Number);
-    const [pid, parent, pgid, session] = own;
     const mine = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]?.split(' ') ?? [];
+    // The fast path (cli/lock-fast.cts): its /bin/sh trampoline led the group and became CMD.
+    const [fPid, , fPgid, fSession] = (await lock(['-r', 'pg', '--', 'sh', '-c', idsOf])).stdout.trim().split(' ').map(Number);
+    assert.notEqual(fPgid, Number(mine[2]), 'not the caller’s group');
+    assert.equal(fPgid, fPid, 'CMD leads its group (the trampoline exec’d it)');
+    assert.equal(fSession, fPgid, 'in a session of its own (so the terminal’s signals do not reach it)');
+    // The full path: the node gate leads the group and is CMD's parent.
+    const [pid, parent, pgid, session] = (await lock(['-r', 'pg', '--', 'sh', '-c', idsOf], { CORRAL_LOCK_FAST: '0' })).stdout.trim().split(' ').map(Number);
     assert.notEqual(pgid, Number(mine[2]), 'not the caller’s group');
     assert.equal(pgid, parent, 'its group is led by its parent, the gate');
     assert.equal(session, pgid, 'in a session of its own (so the terminal’s signals do not reach it)');
@@ -168,7 +173,8 @@ describe('corral lock: exit codes, options and the command', { concurrency: 6, t
         .map(Number);
     // The finder finds a running gate: CMD's parent.
     const g = gate();
-    const holder = td.start(['lock', '-s', socket, '-r', 'gates', '--', 'sh', '-c', `echo $PPID > parent; ${g.script}`], { cwd });
+    // (The full path: the fast path has no node gate.)
+    const holder = td.start(['lock', '-s', socket, '-r', 'gates', '--', 'sh', '-c', `echo $PPID > parent; ${g.script}`], { cwd, env: { CORRAL_LOCK_FAST: '0' } });
     await waitUntil('the holder to run', () => Promise.resolve(existsSync(g.ready) ? true : undefined), 15_000);
     assert.deepEqual(gatesHere(), [Number(readFileSync(path.join(cwd, 'parent'), 'utf8'))]);
     g.release();

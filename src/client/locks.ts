@@ -11,11 +11,9 @@
 // it ends; while nothing is requested or held on it, it does not keep the process alive.
 //
 // How loss is known without trusting the agent to say so: the holder confirms the lock every
-// `confirmEveryMs`; each answer says how long the agent's session is certainly alive, counted here
-// from when the confirmation was *sent*. When less than `stopWithinMs` of that remains unconfirmed
-// (the agent is frozen, cut off, or its store is gone), the lock counts as lost: the rest is the
-// grace period to stop the work, and it ends before the lease can expire on the store. A broken
-// channel or a "lost" event is a loss at once.
+// `confirmEveryMs` and counts it lost when too little confirmed validity is left (LockValidity,
+// lock-validity.cts, shared with corral lock's fast path). A broken channel or a "lost" event is a
+// loss at once.
 //
 // Import-light (the transport client and types only): `corral lock` loads it on its start path.
 
@@ -30,6 +28,7 @@ import {
 } from '../api/lock-wire.js';
 import type { RpcChannel, RpcClient } from '../transport/client.js';
 import { systemClock, type Clock, type Timer } from '../util/clock.js';
+import { LockValidity } from './lock-validity.cjs';
 
 export type { LockEvent, LockGrantedEvent, LockListingWire } from '../api/lock-wire.js';
 
@@ -252,11 +251,8 @@ export class HeldLock {
   /** Created on first use of `lost`: most locks are released without anyone asking. */
   private lostController: AbortController | undefined;
   private lostReason: CorralError | undefined;
-  /** Monotonic ms (this process's clock) until which the lock is certainly held. */
-  private validUntil: number;
-  private confirmTimer: Timer | undefined;
-  private watchdog: Timer | undefined;
-  private watchdogDue = 0;
+  /** Until when the lock is certainly held, kept confirmed. */
+  private readonly validity: LockValidity;
   private releasing: Promise<void> | undefined;
   private releasedValue = false;
   private ended = false;
@@ -286,17 +282,25 @@ export class HeldLock {
     this.guardedForMs = granted.guardedForMs;
     this.attachRefused = granted.attachRefused;
     // The grant happened after the request was sent: counting from then is on the safe side.
-    this.validUntil = sentAt + granted.validForMs;
+    this.validity = new LockValidity(sentAt + granted.validForMs, granted.confirmEveryMs, granted.stopWithinMs, {
+      clock,
+      confirm: async (timeoutMs) => {
+        const answer = await this.command({ op: 'confirm', ref: this.ref, seq: 0 }, timeoutMs);
+        return answer.event === 'confirmed' ? answer.validForMs : 0;
+      },
+      gone: (err) => isCorralError(err, 'SESSION_LOST') || isCorralError(err, 'NOT_FOUND'),
+      lost: (err) =>
+        this.lose(
+          new CorralError('LOCK_LOST', `lost the lock on ${this.resource}: ${err === undefined ? this.validity.unconfirmedMessage(this.channel.rpc.where) : (err as Error).message}`),
+        ),
+    });
     channel.listen(ref, (news) => this.hear(news));
   }
 
   /** Before handing the lock out: a request that waited long needs a fresh confirmation. */
   async settle(): Promise<void> {
-    if (this.remainingMs() <= this.stopWithinMs) await this.confirm(Math.max(1000, this.confirmEveryMs * 2));
-    if (this.remainingMs() <= this.stopWithinMs && this.lostReason === undefined) this.lose(this.unconfirmed());
+    await this.validity.settle();
     if (this.lostReason !== undefined) throw this.lostReason;
-    this.scheduleConfirm();
-    this.armWatchdog();
   }
 
   /**
@@ -325,12 +329,12 @@ export class HeldLock {
   /** Milliseconds the lock is certainly still held (0 once lost or released). */
   remainingMs(): number {
     if (this.lostReason !== undefined || this.releasedValue) return 0;
-    return Math.max(0, this.validUntil - this.clock.now());
+    return this.validity.remainingMs();
   }
 
   /** The monotonic time (this process's clock) by which the work must have stopped if lost. */
   get deadline(): number {
-    return this.validUntil;
+    return this.validity.validUntil;
   }
 
   /**
@@ -430,56 +434,7 @@ export class HeldLock {
     this.pending.clear();
   }
 
-  // --- watching the lock --------------------------------------------------------------------
-
-  private scheduleConfirm(): void {
-    if (this.lostReason !== undefined || this.releasing) return;
-    this.confirmTimer = this.clock.setTimer(this.confirmEveryMs, () => {
-      void this.confirm(this.confirmEveryMs * 2).finally(() => this.scheduleConfirm());
-    });
-  }
-
-  /** One confirmation; extends the validity counted from when it was sent. */
-  private async confirm(timeoutMs: number): Promise<void> {
-    const sentAt = this.clock.now();
-    try {
-      const answer = await this.command({ op: 'confirm', ref: this.ref, seq: 0 }, timeoutMs);
-      if (answer.event === 'confirmed') this.validUntil = Math.max(this.validUntil, sentAt + answer.validForMs);
-    } catch (err) {
-      if (this.releasing) return;
-      // The agent says the lock is gone: lost now, whatever time seemed left.
-      if (isCorralError(err, 'SESSION_LOST') || isCorralError(err, 'NOT_FOUND')) {
-        this.lose(new CorralError('LOCK_LOST', `lost the lock on ${this.resource}: ${err.message}`));
-      }
-      // Otherwise unanswered: the watchdog decides when the time left is too short.
-    }
-  }
-
-  private armWatchdog(): void {
-    if (this.lostReason !== undefined || this.releasing) return;
-    this.watchdogDue = this.validUntil - this.stopWithinMs;
-    this.watchdog = this.clock.setTimer(this.watchdogDue - this.clock.now(), () => void this.checkValidity());
-  }
-
-  private async checkValidity(): Promise<void> {
-    if (this.lostReason !== undefined || this.releasing) return;
-    const now = this.clock.now();
-    if (now < this.validUntil - this.stopWithinMs) return this.armWatchdog(); // confirmed meanwhile
-    // Fired far behind its time: this process was stopped or starved, not the agent. Ask before
-    // concluding (the work ran on meanwhile either way): while validity is left, only as long as
-    // still leaves a grace period before it ends; once it has ended, for up to 2 s.
-    if (now - this.watchdogDue > Math.min(250, this.confirmEveryMs)) {
-      const left = this.validUntil - now;
-      await this.confirm(left > 500 ? left - 250 : 2000);
-      if (this.clock.now() < this.validUntil - this.stopWithinMs) return this.armWatchdog();
-    }
-    this.lose(this.unconfirmed());
-  }
-
-  private unconfirmed(): CorralError {
-    const left = Math.max(0, Math.round(this.validUntil - this.clock.now()));
-    return new CorralError('LOCK_LOST', `lost the lock on ${this.resource}: ${this.channel.rpc.where} has not confirmed it in time (it may expire in ${left} ms)`);
-  }
+  // --- loss ---------------------------------------------------------------------------------
 
   private lose(reason: CorralError): void {
     if (this.lostReason !== undefined || this.releasedValue) return;
@@ -491,9 +446,6 @@ export class HeldLock {
   }
 
   private stopTimers(): void {
-    this.confirmTimer?.cancel();
-    this.watchdog?.cancel();
-    this.confirmTimer = undefined;
-    this.watchdog = undefined;
+    this.validity.stop();
   }
 }

@@ -17,16 +17,9 @@ import { closeSync, lstatSync, mkdirSync, openSync, readFileSync } from 'node:fs
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CorralError } from '../api/errors.js';
+import { privateRuntimeDir } from './private-socket.cjs';
 
-export function privateRuntimeDir(env: NodeJS.ProcessEnv = process.env): string {
-  const own = env.CORRAL_RUNTIME_DIR;
-  if (own && path.isAbsolute(own)) return own;
-  return `/tmp/corral-${process.getuid?.() ?? 'user'}`;
-}
-
-export function defaultLockSocket(env: NodeJS.ProcessEnv = process.env): string {
-  return path.join(privateRuntimeDir(env), 'lock.sock');
-}
+export { defaultLockSocket, privateRuntimeDir } from './private-socket.cjs';
 
 /** Where the daemon serving `socket` keeps its store and log: derived from the socket path alone. */
 export function privateDataDir(socket: string): string {
