@@ -9,7 +9,8 @@
 //     minimal RESP client;
 //
 // and the CLI's fixed cost: `corral lock -- true` against `node -e ''` (medians of N alternating runs), with
-// NODE_EXTRA_CA_CERTS as the environment has it and without it. Prints a table and writes
+// NODE_EXTRA_CA_CERTS as the environment has it and without it; corral lock takes its fast path
+// there (cli/lock-fast.cts), and the full path (CORRAL_LOCK_FAST=0) is measured alongside. Prints a table and writes
 // bench/results/locks.json. etcd and redis-server are started here on loopback (random ports).
 //
 //   node dist/bench/locks.js [--quick] [--seconds N] [--only TEXT]... [--no-cli]
@@ -347,17 +348,12 @@ function timeRun(command: string, args: string[], env: NodeJS.ProcessEnv): numbe
  * Median wall times of `runs` runs of two commands, alternating (one warm-up run of each first),
  * so that a machine whose load changes during the measure weighs on both alike.
  */
-function pairedMediansMs(a: [string, string[]], b: [string, string[]], env: NodeJS.ProcessEnv, runs: number): [number, number] {
-  timeRun(...a, env);
-  timeRun(...b, env);
-  const ta: number[] = [];
-  const tb: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    ta.push(timeRun(...a, env));
-    tb.push(timeRun(...b, env));
-  }
+function alternatingMediansMs(commands: [string, string[], NodeJS.ProcessEnv][], runs: number): number[] {
+  for (const c of commands) timeRun(...c);
+  const times: number[][] = commands.map(() => []);
+  for (let i = 0; i < runs; i++) commands.forEach((c, k) => times[k]?.push(timeRun(...c)));
   const median = (t: number[]): number => [...t].sort((x, y) => x - y)[Math.floor(t.length / 2)] as number;
-  return [median(ta), median(tb)];
+  return times.map(median);
 }
 
 // --- the run ----------------------------------------------------------------------------------
@@ -435,7 +431,7 @@ try {
   const withCa = { ...process.env, CORRAL_RUNTIME_DIR: dir };
   const noCa: NodeJS.ProcessEnv = { ...withCa };
   delete noCa.NODE_EXTRA_CA_CERTS;
-  const cli: Record<string, { nodeMs: number; lockMs: number; ratio: number }> = {};
+  const cli: Record<string, { nodeMs: number; lockMs: number; ratio: number; fullPathMs: number; fullPathRatio: number }> = {};
   const cliRuns = withCli
     ? ([
         [process.env.NODE_EXTRA_CA_CERTS ? 'NODE_EXTRA_CA_CERTS set (this machine)' : 'NODE_EXTRA_CA_CERTS unset (this machine)', withCa],
@@ -444,10 +440,20 @@ try {
     : [];
   for (const [label, env] of cliRuns) {
     if (label in cli) continue;
-    const [nodeMs, lockMs] = pairedMediansMs([process.execPath, ['-e', '']], [process.execPath, [CORRAL, 'lock', '-s', agent.socket, '--', 'true']], env, CLI_RUNS);
-    cli[label] = { nodeMs, lockMs, ratio: lockMs / nodeMs };
+    // corral lock takes the fast path here (cli/lock-fast.cts); CORRAL_LOCK_FAST=0 forces the full path, for comparison.
+    const lockArgs = [CORRAL, 'lock', '-s', agent.socket, '--', 'true'];
+    const [nodeMs, lockMs, fullPathMs] = alternatingMediansMs(
+      [
+        [process.execPath, ['-e', ''], env],
+        [process.execPath, lockArgs, env],
+        [process.execPath, lockArgs, { ...env, CORRAL_LOCK_FAST: '0' }],
+      ],
+      CLI_RUNS,
+    ) as [number, number, number];
+    cli[label] = { nodeMs, lockMs, ratio: lockMs / nodeMs, fullPathMs, fullPathRatio: fullPathMs / nodeMs };
     rows.push({ metric: `corral lock -- true, ${label}`, value: lockMs, unit: 'ms', note: `node -e '' ${nodeMs.toFixed(1)} ms (medians of ${CLI_RUNS} alternating runs)` });
     rows.push({ metric: `corral lock -- true / node -e '', ${label}`, value: lockMs / nodeMs, unit: '×', target: '≤ 2', ok: lockMs / nodeMs <= 2 });
+    rows.push({ metric: `  the full path (CORRAL_LOCK_FAST=0) / node -e '', ${label}`, value: fullPathMs / nodeMs, unit: '×', note: `${fullPathMs.toFixed(1)} ms` });
   }
   load.atEnd = os.loadavg();
   printTable(`locks: acquire + release cycles (${SECONDS} s per run; each client on its own resource)`, rows);
