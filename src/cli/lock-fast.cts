@@ -26,7 +26,7 @@
 // unavailable. CORRAL_LOCK_FAST=0 turns it off.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants as fsConstants, statSync } from 'node:fs';
+import { accessSync, closeSync, constants as fsConstants, openSync, readSync, statSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { constants } from 'node:os';
 import path from 'node:path';
@@ -66,6 +66,12 @@ const KILL_MARGIN_MS = 50;
 const TIMEOUT_SLACK_MS = 250;
 /** How long a release may take (the full path's private client's request timeout). */
 const REQUEST_TIMEOUT_MS = 10_000;
+/** A daemon that has not taken the channel within this is left to the full path (which says why). */
+const READY_WITHIN_MS = 2000;
+/** After a grant the fast path cannot use, how long its release may take before it hands over anyway. */
+const GIVE_BACK_MS = 2000;
+/** The longest timer Node keeps (longer ones fire at once). */
+const MAX_TIMER_MS = 2_147_483_647;
 
 export interface FastRequest {
   resource: string;
@@ -112,34 +118,59 @@ export function fastRequest(args: readonly string[], env: NodeJS.ProcessEnv): Fa
   // $CORRAL_CONFIG makes the lock cluster-wide, unless -s names a private daemon.
   if (socketName === undefined && env.CORRAL_CONFIG !== undefined && env.CORRAL_CONFIG !== '') return undefined;
   if (!executable(file, env)) return undefined;
-  return {
-    resource,
-    mode,
-    timeoutMs: timeout,
-    idleLifespanMs,
-    socket: socketName !== undefined ? path.resolve(socketName) : defaultLockSocket(env),
-    onLost,
-    command,
-  };
+  const socket = socketName !== undefined ? path.resolve(socketName) : defaultLockSocket(env);
+  // Another user's daemon (a shared -s socket) cannot attach CMD's group: the full path's gate guards it.
+  if (!ownSocket(socket)) return undefined;
+  return { resource, mode, timeoutMs: timeout, idleLifespanMs, socket, onLost, command };
+}
+
+/** Whether `socket` is there and is this user's or root's (the daemon that made it runs as that user). */
+function ownSocket(socket: string): boolean {
+  try {
+    const owner = statSync(socket).uid;
+    return owner === process.getuid?.() || owner === 0;
+  } catch {
+    return false; // not there: the full path starts a daemon, or says why it cannot
+  }
 }
 
 function integer(text: string): number | undefined {
   return /^-?[0-9]{1,12}$/.test(text) ? Number(text) : undefined;
 }
 
-/** Whether execvp(3) would find `file` an executable regular file (in $PATH when it has no slash). */
+/**
+ * Whether execvp(3) would find `file` an executable regular file (in $PATH when it has no slash)
+ * that it can run: a script's `#!` interpreter must be an executable file too.
+ */
 function executable(file: string, env: NodeJS.ProcessEnv): boolean {
   if (!file.includes('/') && env.PATH === undefined) return false;
   const candidates = file.includes('/') ? [file] : (env.PATH as string).split(':').map((dir) => path.join(dir === '' ? '.' : dir, file));
   for (const candidate of candidates) {
     try {
       accessSync(candidate, fsConstants.X_OK);
-      if (statSync(candidate).isFile()) return true;
+      if (!statSync(candidate).isFile()) continue;
+      const interpreter = interpreterOf(candidate);
+      return interpreter === undefined || (interpreter.startsWith('/') && executable(interpreter, {}));
     } catch {
       // not there, or not executable: the next one
     }
   }
   return false;
+}
+
+/** The interpreter a `#!` line names (undefined: not a script). */
+function interpreterOf(file: string): string | undefined {
+  const head = Buffer.alloc(256);
+  const fd = openSync(file, 'r');
+  let n: number;
+  try {
+    n = readSync(fd, head, 0, head.length, 0);
+  } finally {
+    closeSync(fd);
+  }
+  if (n < 2 || head[0] !== 0x23 || head[1] !== 0x21) return undefined;
+  const line = head.toString('latin1', 2, n).split('\n')[0] ?? '';
+  return line.trim().split(/[ \t]/)[0] ?? '';
 }
 
 /**
@@ -195,6 +226,7 @@ class FastLock {
   private lostMessage: string | undefined;
   private killTimer: NodeJS.Timeout | undefined;
   private timeoutTimer: NodeJS.Timeout | undefined;
+  private readyTimer: NodeJS.Timeout | undefined;
   private validity: LockValidity | undefined;
   private buffer = '';
   private nextSeq = 1;
@@ -223,13 +255,13 @@ class FastLock {
         env: { ...process.env, CORRAL_LOCK_GATE: this.secret },
       });
       this.gate = gate;
-      (gate.stdio[3] as Socket).on('error', () => undefined);
       gate.once('error', () => this.handOver());
       gate.once('exit', (code, signal) => this.gateExited(code, signal));
+      (gate.stdio[3] as Socket | null)?.on('error', () => undefined);
     } catch {
       return this.handOver();
     }
-    if (this.gate.pid === undefined) return; // its 'error' hands over
+    if (this.gate.pid === undefined || this.gate.stdio[3] === null) return; // its 'error' hands over
     this.hookSignals();
     const body: Record<string, unknown> = {
       op: 'acquire',
@@ -245,7 +277,8 @@ class FastLock {
     if (this.r.idleLifespanMs !== undefined) body.idleLifespanMs = this.r.idleLifespanMs;
     this.sentAt = performance.now();
     socket.write(`CORRAL-CHANNEL/1 /v1/locks/channel\n${JSON.stringify(body)}\n`);
-    if (this.r.timeoutMs > 0) {
+    this.readyTimer = setTimeout(() => this.handOver(), READY_WITHIN_MS);
+    if (this.r.timeoutMs > 0 && this.r.timeoutMs + TIMEOUT_SLACK_MS <= MAX_TIMER_MS) {
       this.timeoutTimer = setTimeout(() => this.fail('LOCK_TIMEOUT', ''), this.r.timeoutMs + TIMEOUT_SLACK_MS);
     }
   }
@@ -259,6 +292,7 @@ class FastLock {
       this.buffer = this.buffer.slice(nl + 1);
       if (!this.ready) {
         this.ready = line === 'CORRAL-CHANNEL/1 OK';
+        clearTimeout(this.readyTimer);
         if (!this.ready) this.handOver(); // not a corral agent, or too old: the full path says so
         continue;
       }
@@ -288,7 +322,8 @@ class FastLock {
       if (!this.granted) return this.onRefused(e.error?.code ?? 'INTERNAL', e.error?.message ?? 'the lock request failed');
       if (!this.releasing) this.lose(`lost the lock on ${this.r.resource}: ${e.error?.message ?? 'the request failed'}`);
     } else if (e.event === 'lost') {
-      if (this.granted) this.lose(`lost the lock on ${this.r.resource}: ${e.reason ?? 'lost'}`);
+      // Even while releasing: the full path's HeldLock reports it then too (exit 98).
+      if (this.granted) this.lose(`lost the lock on ${this.r.resource}: ${e.reason ?? 'lost'}`, true);
       else this.handOver();
     }
     // queued: nothing to do
@@ -330,8 +365,11 @@ class FastLock {
     clearTimeout(this.timeoutTimer);
     // Only where the daemon keeps the lock for CMD's group and nothing must watch it, and no value.
     if (e.attached !== true || e.leaseOutlivesAgent === true || (e.value !== undefined && e.value !== null) || typeof e.fencingToken !== 'string') {
-      this.send({ op: 'cancel', ref: REF });
-      return this.handOver();
+      // Released, not cancelled: a cancelled guarded or attached lock stays held a while, and the
+      // full path's request would wait behind it. Handed over once released (or after GIVE_BACK_MS).
+      const handOver = (): void => this.handOver();
+      this.command({ op: 'release', rollback: true }, GIVE_BACK_MS).then(handOver, handOver);
+      return;
     }
     const fence = e.fencingToken;
     this.validity = new LockValidity(this.sentAt + (e.validForMs ?? 0), e.confirmEveryMs ?? 1000, e.stopWithinMs ?? 0, {
@@ -376,6 +414,7 @@ class FastLock {
   private abandon(): void {
     this.over = true;
     clearTimeout(this.timeoutTimer);
+    clearTimeout(this.readyTimer);
     this.unhookSignals();
     if (this.gate?.pid !== undefined && !this.running) {
       try {
@@ -442,8 +481,8 @@ class FastLock {
 
   // --- while CMD runs -----------------------------------------------------------------------
 
-  private lose(message: string): void {
-    if (this.lostMessage !== undefined || this.over || this.releasing) return;
+  private lose(message: string, evenWhileReleasing = false): void {
+    if (this.lostMessage !== undefined || this.over || (this.releasing && !evenWhileReleasing)) return;
     this.lostMessage = message;
     this.validity?.stop();
     if (!this.running) return; // settle() is still confirming: it exits 98 once it returns

@@ -4,7 +4,8 @@
 // lock killed while waiting leaves nothing behind.
 
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fastRequest } from './lock-fast.cjs';
@@ -14,9 +15,26 @@ import { sleep, waitUntil } from '../testkit/local.js';
 const td = new LockTestDir();
 after(() => td.destroy());
 
+/** A listening UNIX socket at `file` (a stand-in for a daemon's: the fast path only looks at it here). */
+async function listening(file: string): Promise<Server> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(file, resolve));
+  return server;
+}
+
 describe('the fast path takes ordinary requests only', () => {
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, CORRAL_RUNTIME_DIR: '/run/user/x' };
+  const runtime = path.join(td.dir, 'fast-run');
+  const own = path.join(td.dir, 'own.sock');
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, CORRAL_RUNTIME_DIR: runtime };
   const take = (args: string[], more: NodeJS.ProcessEnv = {}): ReturnType<typeof fastRequest> => fastRequest(args, { ...env, ...more });
+  const servers: Server[] = [];
+  before(async () => {
+    mkdirSync(runtime, { mode: 0o700 });
+    servers.push(await listening(path.join(runtime, 'lock.sock')), await listening(own));
+  });
+  after(() => {
+    for (const server of servers) server.close();
+  });
 
   it('takes the defaults and the options -r -l -o -i -d -s --on-lost', () => {
     assert.deepEqual(take(['--', 'true']), {
@@ -24,28 +42,39 @@ describe('the fast path takes ordinary requests only', () => {
       mode: undefined,
       timeoutMs: -1,
       idleLifespanMs: undefined,
-      socket: '/run/user/x/lock.sock',
+      socket: path.join(runtime, 'lock.sock'),
       onLost: 'kill',
       command: ['true'],
     });
-    assert.deepEqual(take(['-r', 'db', '-l', 'PR', '-o', '0', '-i', '250', '-d', '-1', '-s', 'rel.sock', '--on-lost', 'warn', '--', 'sh', '-c', 'exit 3']), {
+    const relative = path.relative(process.cwd(), own);
+    assert.deepEqual(take(['-r', 'db', '-l', 'PR', '-o', '0', '-i', '250', '-d', '-1', '-s', relative, '--on-lost', 'warn', '--', 'sh', '-c', 'exit 3']), {
       resource: 'db',
       mode: 'PR',
       timeoutMs: 0,
       idleLifespanMs: 250,
-      socket: path.resolve('rel.sock'),
+      socket: own,
       onLost: 'warn',
       command: ['sh', '-c', 'exit 3'],
     });
     assert.equal(take(['--resource-name=pool[3]', '--resource-timeout=1500', '--', 'true'])?.resource, 'pool[3]');
     assert.equal(take(['-r', '/backup/daily', '--', 'true'])?.resource, '/backup/daily');
     // -s names a private daemon: $CORRAL_CONFIG does not apply then.
-    assert.equal(take(['-s', '/tmp/s.sock', '--', 'true'], { CORRAL_CONFIG: '/etc/corral/corral.yaml' })?.socket, '/tmp/s.sock');
+    assert.equal(take(['-s', own, '--', 'true'], { CORRAL_CONFIG: '/etc/corral/corral.yaml' })?.socket, own);
+    // A script whose interpreter exists.
+    const script = path.join(td.dir, 'fast-script');
+    writeFileSync(script, '#!/bin/sh -e\ntrue\n', { mode: 0o755 });
+    assert.deepEqual(take(['--', script])?.command, [script]);
   });
 
-  it('hands over what it does not do, or what the full path must judge', () => {
+  it('hands over what it does not do, or what the full path must judge', async () => {
     const notExecutable = path.join(td.dir, 'not-executable');
     writeFileSync(notExecutable, '#!/bin/sh\n', { mode: 0o644 });
+    const noInterpreter = path.join(td.dir, 'no-interpreter');
+    writeFileSync(noInterpreter, '#!/no/such/interpreter\n', { mode: 0o755 });
+    // A socket of another user (a shared -s socket): its daemon cannot attach CMD's group.
+    const others = path.join(td.dir, 'others.sock');
+    servers.push(await listening(others));
+    if (process.getuid?.() === 0) chownSync(others, 65534, 65534);
     const handed: [string, string[], NodeJS.ProcessEnv?][] = [
       ['a set (its element is appended)', ['-r', 'a.b.c', '--', 'true']],
       ['a sequence', ['-r', '_S_slot[2]', '--', 'true']],
@@ -72,6 +101,9 @@ describe('the fast path takes ordinary requests only', () => {
       ['a command that looks like an option', ['--', '-x']],
       ['a command that is not found', ['--', 'no-such-program-anywhere']],
       ['a command that is not executable', ['--', notExecutable]],
+      ['a script whose interpreter is missing', ['--', noInterpreter]],
+      ['no socket there (the full path starts a daemon)', ['-s', path.join(td.dir, 'nothing.sock'), '--', 'true']],
+      ...(process.getuid?.() === 0 ? [['another user’s socket', ['-s', others, '--', 'true']] as [string, string[]]] : []),
       ['a directory', ['--', '/tmp']],
       ['a cluster ($CORRAL_CONFIG)', ['--', 'true'], { CORRAL_CONFIG: '/etc/corral/corral.yaml' }],
       ['CORRAL_LOCK_FAST=0', ['--', 'true'], { CORRAL_LOCK_FAST: '0' }],
@@ -184,6 +216,29 @@ describe('corral lock on the fast path, against a real private daemon', { concur
     const denied = await lock(['-r', 'fp4', '--', script]);
     assert.equal(denied.code, 97);
     assert.match(denied.stderr, /Unable to execute command .*EACCES/);
+    const interpreterless = path.join(td.dir, 'fp4-no-interpreter.sh');
+    writeFileSync(interpreterless, '#!/no/such/interpreter\necho hi\n', { mode: 0o755 });
+    const missing = await lock(['-r', 'fp4', '--', interpreterless]);
+    assert.equal(missing.code, 97);
+    assert.match(missing.stderr, /Unable to execute command .*ENOENT/);
+  });
+
+  it('-o at the largest value waits, rather than timing out at once (both paths)', async () => {
+    for (const [i, env] of [{}, FULL].entries()) {
+      const go = path.join(td.dir, `fp6-${i}.go`);
+      const readyFile = path.join(td.dir, `fp6-${i}.ready`);
+      const holder = td.start(['lock', '-s', socket, '-r', 'fp6', '--', 'sh', '-c', `touch ${readyFile}; while [ ! -e ${go} ]; do sleep 0.02; done`]);
+      await waitUntil('the holder to run', () => Promise.resolve(existsSync(readyFile) ? true : undefined), 15_000, 10);
+      const waiter = td.start(['lock', '-s', socket, '-r', 'fp6', '-o', '2147483647', '--', 'true'], { env });
+      await sleep(500);
+      const waiting = waiter.child.exitCode === null;
+      writeFileSync(go, '');
+      const done = await waiter.exited;
+      assert.ok(waiting, `still waiting after 500 ms (exited ${done.code}: ${waiter.stderr()})`);
+      assert.equal(done.code, 0, waiter.stderr());
+      assert.doesNotMatch(waiter.stderr(), /TimeoutOverflowWarning/);
+      assert.equal((await holder.exited).code, 0);
+    }
   });
 
   it('fast and full path holders exclude each other', async () => {

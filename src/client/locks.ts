@@ -203,7 +203,8 @@ export async function acquireLock(rpc: RpcClient, options: LockOptions = {}): Pr
     });
     channel.send({ op: 'acquire', ref, ...body });
     signal?.addEventListener('abort', onAbort, { once: true });
-    if (timeoutMs > 0) {
+    // (Past the longest timer Node keeps, the agent's own answer must do.)
+    if (timeoutMs > 0 && timeoutMs + TIMEOUT_SLACK_MS <= 2_147_483_647) {
       timer = clock.setTimer(timeoutMs + TIMEOUT_SLACK_MS, () =>
         giveUp(new CorralError('LOCK_TIMEOUT', `the lock on ${body.resource} was not obtained because the timeout (${timeoutMs} milliseconds) expired`)),
       );
