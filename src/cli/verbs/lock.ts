@@ -1,6 +1,8 @@
-// corral lock: FLoM's `flom -- CMD`, with FLoM's options, letters and exit codes. Everything heavy
-// is imported inside run(); the private path (the default) loads the transport client, the lock
-// client and child_process, and nothing else (no yaml, no logger, no store).
+// corral lock: FLoM's `flom -- CMD`, with FLoM's options, letters and exit codes: the full path.
+// The common request never gets here: bin/corral gives it to the fast path (cli/lock-fast.cts),
+// which hands over to this one whatever it does not do. Everything heavy is imported inside run();
+// the private path (the default) loads the transport client, the lock client and child_process,
+// and nothing else (no yaml, no logger, no store).
 
 import { CorralError, isCorralError } from '../../api/errors.js';
 import { systemClock } from '../../util/clock.js';
@@ -66,8 +68,10 @@ const spec: VerbSpec = {
     unsupported('unique-id', 'unique ids (nodes are named by the cluster configuration)', undefined, 'boolean'),
     unsupported('debug-feature', 'debug features'),
   ],
-  details: `Takes the lock, runs CMD (without a shell, in a process group of its own, through a gate
-process that starts CMD only once the lock is granted), releases the lock when CMD ends and exits
+  details: `Takes the lock, runs CMD (without a shell, in a process group of its own, started only once
+the lock is granted: on the fast path, taken when the private daemon answers and the options are
+-r -l -o -i -d -s --on-lost, by a /bin/sh trampoline that execs it; otherwise through a gate
+process; CORRAL_LOCK_FAST=0 turns the fast path off), releases the lock when CMD ends and exits
 with CMD's status (128+N if a signal N killed it). A set, sequence or timestamp resource's element
 is appended to CMD's arguments and exported as CORRAL_LOCK_VALUE; the fencing token (strictly
 increasing across grants) as CORRAL_FENCE.
