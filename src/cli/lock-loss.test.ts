@@ -186,15 +186,22 @@ for (const via of ['fast path', 'full path'] as const) {
       if (via === 'fast path') assert.equal(pid, pgid, 'the fast path: CMD leads its group');
       else assert.notEqual(pid, pgid, 'the full path: the gate leads the group');
     };
-    it('the daemon killed: the holder stops its command and exits 98; the next holder gets in only after it stopped', async () => {
+    /**
+     * On a running daemon: a first holder (firstHolder) on `resource`, running on the path under
+     * test; with `waiter`, a second request queued behind it that logs `second` when it runs.
+     */
+    const holding = async (name: string, resource: string, opts: { ignoreTerm?: boolean; waiter?: boolean } = {}) => {
       const socket = await daemonSocket();
-      const log = path.join(td.dir, `killed-${via.split(' ')[0]}.log`);
-      const first = td.start(['lock', '-s', socket, '-r', 'k', '--', 'sh', '-c', firstHolder(log, { ids: true })], { env });
+      const log = path.join(td.dir, `${name}-${via.split(' ')[0]}.log`);
+      const first = td.start(['lock', '-s', socket, '-r', resource, '--', 'sh', '-c', firstHolder(log, { ignoreTerm: opts.ignoreTerm === true, ids: true })], { env });
       await appears(log, 'enter');
       assertPath(log);
-      const second = td.start(['lock', '-s', socket, '-r', 'k', '--', 'sh', '-c', `echo second $(date +%s%N) >> ${log}`]);
-      await sleep(300);
-      const daemon = await td.daemonPid(socket);
+      const second = opts.waiter ? td.start(['lock', '-s', socket, '-r', resource, '--', 'sh', '-c', `echo second $(date +%s%N) >> ${log}`]) : undefined;
+      if (second) await sleep(300);
+      return { socket, log, first, second: second as Holder, daemon: await td.daemonPid(socket) };
+    };
+    it('the daemon killed: the holder stops its command and exits 98; the next holder gets in only after it stopped', async () => {
+      const { log, first, second, daemon } = await holding('killed', 'k', { waiter: true });
       process.kill(daemon, 'SIGKILL');
       const killedAt = now();
       const done = await first.exited;
@@ -211,12 +218,7 @@ for (const via of ['fast path', 'full path'] as const) {
     });
 
     it('a command that ignores SIGTERM is killed (SIGKILL) before anyone else can be granted the lock', async () => {
-      const socket = await daemonSocket();
-      const log = path.join(td.dir, `stubborn-${via.split(' ')[0]}.log`);
-      const first = td.start(['lock', '-s', socket, '-r', 's', '--', 'sh', '-c', firstHolder(log, { ignoreTerm: true, ids: true })], { env });
-      await appears(log, 'enter');
-      assertPath(log);
-      const daemon = await td.daemonPid(socket);
+      const { socket, log, first, daemon } = await holding('stubborn', 's', { ignoreTerm: true });
       process.kill(daemon, 'SIGKILL');
       const killedAt = performance.now();
       const done = await first.exited;
@@ -231,14 +233,7 @@ for (const via of ['fast path', 'full path'] as const) {
     });
 
     it('the daemon frozen past its TTL: the holder stops its command before the daemon resumes; the waiter then gets in', async () => {
-      const socket = await daemonSocket();
-      const log = path.join(td.dir, `frozen-${via.split(' ')[0]}.log`);
-      const first = td.start(['lock', '-s', socket, '-r', 'f', '--', 'sh', '-c', firstHolder(log, { ids: true })], { env });
-      await appears(log, 'enter');
-      assertPath(log);
-      const second = td.start(['lock', '-s', socket, '-r', 'f', '--', 'sh', '-c', `echo second $(date +%s%N) >> ${log}`]);
-      await sleep(300);
-      const daemon = await td.daemonPid(socket);
+      const { log, first, second, daemon } = await holding('frozen', 'f', { waiter: true });
       process.kill(daemon, 'SIGSTOP');
       let resumedAt: bigint;
       try {
