@@ -17,7 +17,7 @@
 //
 // Results go to bench/results/fanout-files.json.
 
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -25,7 +25,7 @@ import path from 'node:path';
 import { loadClusterConfig } from '../src/config/cluster-config.js';
 import { CORRAL, runCorral } from '../src/testkit/cli.js';
 import { sshdMissing, startSshd, type Sshd } from '../src/testkit/sshd.js';
-import { benchArgs, printTable, summarize, writeResults, type LatencySummary, type Row } from './lib.js';
+import { benchArgs, printTable, summarize, timedSpawn, writeResults, type LatencySummary, type Row, type Timed as Run } from './lib.js';
 
 const { quick, opt } = benchArgs();
 const REPS = Number(opt('--reps') ?? (quick ? 2 : 5));
@@ -50,12 +50,9 @@ interface Case {
   tools: Tool[];
 }
 
-interface Timed {
-  ms: number;
+interface Timed extends Run {
   /** CPU seconds of everything the tool ran, both ends (see cpuNow). */
   cpu?: number;
-  ok: boolean;
-  detail: string;
 }
 
 interface CaseResult {
@@ -88,24 +85,6 @@ function procCpu(pid: number | 'self', children: boolean): number {
 const sh = (cmd: string): boolean => spawnSync('sh', ['-c', cmd], { stdio: 'ignore' }).status === 0;
 const loadNow = (): string => os.loadavg().map((l) => l.toFixed(2)).join(', ');
 
-function timedSpawn(cmd: string, args: string[], env: NodeJS.ProcessEnv, cwd?: string): Promise<Timed> {
-  return new Promise((resolve) => {
-    const t0 = performance.now();
-    const child = spawn(cmd, args, { env: { ...process.env, NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'], ...(cwd ? { cwd } : {}) });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-4000)));
-    child.stderr.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-4000)));
-    const timer = setTimeout(() => child.kill('SIGKILL'), RUN_TIMEOUT_MS);
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      resolve({ ms: performance.now() - t0, ok: false, detail: String(err) });
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ ms: performance.now() - t0, ok: code === 0, detail: `exit ${code}: ${out.trim().slice(-300)}` });
-    });
-  });
-}
 
 /** Every regular file under `dir` with its size, by path relative to it. */
 function listFiles(dir: string): Map<string, number> {
@@ -196,7 +175,7 @@ try {
     // pdcp needs pdcp on every target too: one probe says whether it works here.
     const probe = path.join(dir, 'probe.txt');
     writeFileSync(probe, 'probe\n');
-    const p = await timedSpawn('pdcp', ['-R', 'ssh', '-w', addresses.join(','), probe, '.'], sshEnv);
+    const p = await timedSpawn('pdcp', ['-R', 'ssh', '-w', addresses.join(','), probe, '.'], sshEnv, RUN_TIMEOUT_MS);
     if (!p.ok) pdcpWhy = `pdcp does not work here (${p.detail}); is pdsh installed on the targets?`;
     for (const a of addresses) rmSync(path.join(sshd.home(a), 'probe.txt'), { force: true });
     if (pdcpWhy) process.stdout.write(`pdcp rows skipped: ${pdcpWhy}\n`);
@@ -229,15 +208,15 @@ try {
         // pdcp -r needs the destination directory to exist (else it says "fatal" and exits 0):
         // made beforehand, untimed, for every pdcp case; corral's time includes creating it.
         for (const d of destDirs('pdcp', dest)) mkdirSync(d, { recursive: true });
-        const s = await timedSpawn('pdcp', ['-R', 'ssh', '-f', String(NODES), '-w', addresses.join(','), ...(isDir ? ['-r'] : []), c.source, dest], sshEnv);
+        const s = await timedSpawn('pdcp', ['-R', 'ssh', '-f', String(NODES), '-w', addresses.join(','), ...(isDir ? ['-r'] : []), c.source, dest], sshEnv, RUN_TIMEOUT_MS);
         return /fatal|error/i.test(s.detail) ? { ...s, ok: false } : s;
       };
     }
     const via = tool === 'agents' ? ['--config', config] : ['--ssh', '--hosts', hosts as string];
     const env = tool === 'agents' ? {} : sshEnv;
     // Both tools get the same layout: the file, or the directory's contents, inside dest.
-    if (c.kind === 'push') return () => timedSpawn(process.execPath, [CORRAL, 'push', ...via, isDir ? `${c.source}/` : c.source, dest], env);
-    return () => timedSpawn(process.execPath, [CORRAL, 'scatter', ...via, c.source, dest, '--by', 'hash', '--manifest', path.join(dir, `manifest-${tool}.tsv`)], env);
+    if (c.kind === 'push') return () => timedSpawn(process.execPath, [CORRAL, 'push', ...via, isDir ? `${c.source}/` : c.source, dest], env, RUN_TIMEOUT_MS);
+    return () => timedSpawn(process.execPath, [CORRAL, 'scatter', ...via, c.source, dest, '--by', 'hash', '--manifest', path.join(dir, `manifest-${tool}.tsv`)], env, RUN_TIMEOUT_MS);
   };
 
   /** Checks the files on every node: push, every file on every node; scatter, every file once. */

@@ -15,13 +15,13 @@
 // curve25519-sha256 is the cheap one); results go to bench/results/fanout-run.json, or
 // fanout-run-ALG.json with --kex ALG.
 
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { CORRAL, runCorral } from '../src/testkit/cli.js';
 import { sshdMissing, startSshd, type Sshd } from '../src/testkit/sshd.js';
-import { benchArgs, printTable, summarize, writeResults, type LatencySummary, type Row } from './lib.js';
+import { benchArgs, printTable, summarize, timedSpawn, writeResults, type LatencySummary, type Row, type Timed } from './lib.js';
 
 const { quick, opt } = benchArgs();
 const REPS = Number(opt('--reps') ?? (quick ? 3 : 7));
@@ -32,30 +32,7 @@ const SETTLE_MS = 300;
 
 type Tool = 'agents' | 'pdsh' | 'clush' | 'corral-ssh';
 
-interface Timed {
-  ms: number;
-  ok: boolean;
-  detail: string;
-}
 
-function timedSpawn(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<Timed> {
-  return new Promise((resolve) => {
-    const t0 = performance.now();
-    const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), RUN_TIMEOUT_MS);
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      resolve({ ms: performance.now() - t0, ok: false, detail: String(err) });
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ ms: performance.now() - t0, ok: code === 0, detail: `exit ${code}: ${out.trim().slice(0, 300)}` });
-    });
-  });
-}
 
 interface SizeResult {
   nodes: number;
@@ -94,9 +71,9 @@ async function benchSize(n: number): Promise<SizeResult> {
       },
       pdsh:
         sshd && !missingTools.includes('pdsh')
-          ? () => timedSpawn('pdsh', ['-S', '-R', 'ssh', '-f', String(Math.max(32, n)), '-w', list, 'true'], { PDSH_SSH_ARGS: `-F ${sshd?.sshConfig} -o BatchMode=yes -x -a -l%u %h` })
+          ? () => timedSpawn('pdsh', ['-S', '-R', 'ssh', '-f', String(Math.max(32, n)), '-w', list, 'true'], { PDSH_SSH_ARGS: `-F ${sshd?.sshConfig} -o BatchMode=yes -x -a -l%u %h` }, RUN_TIMEOUT_MS)
           : undefined,
-      clush: sshd && !missingTools.includes('clush') ? () => timedSpawn('clush', ['-S', '-o', `-F ${sshd?.sshConfig}`, '-w', list, 'true'], {}) : undefined,
+      clush: sshd && !missingTools.includes('clush') ? () => timedSpawn('clush', ['-S', '-o', `-F ${sshd?.sshConfig}`, '-w', list, 'true'], {}, RUN_TIMEOUT_MS) : undefined,
       'corral-ssh': sshd && hosts
         ? async () => {
             const t0 = performance.now();

@@ -1,6 +1,7 @@
 // Shared benchmark helpers: percentiles, a printed table, and a JSON record of every run with the
 // machine facts next to the numbers (the machines are shared and noisy: compare ratios in a run).
 
+import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -74,4 +75,31 @@ export function benchArgs(argv: readonly string[] = process.argv.slice(2)): { qu
       return i === -1 ? undefined : argv[i + 1];
     },
   };
+}
+
+/** How a timed command went: wall time, exit 0 or not, and the tail of its output (for failures). */
+export interface Timed {
+  ms: number;
+  ok: boolean;
+  detail: string;
+}
+
+/** Runs a peer tool or the CLI once, timed; killed after `timeoutMs`. Never rejects. */
+export function timedSpawn(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<Timed> {
+  return new Promise((resolve) => {
+    const t0 = performance.now();
+    const child = spawn(cmd, args, { env: { ...process.env, NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-4000)));
+    child.stderr.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-4000)));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      resolve({ ms: performance.now() - t0, ok: false, detail: String(err) });
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ ms: performance.now() - t0, ok: code === 0, detail: `exit ${code}: ${out.trim().slice(-300)}` });
+    });
+  });
 }
