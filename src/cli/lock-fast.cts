@@ -32,6 +32,7 @@ import { constants } from 'node:os';
 import path from 'node:path';
 import { LockValidity } from '../client/lock-validity.cjs';
 import { defaultLockSocket } from '../client/private-socket.cjs';
+import { exitCodeOf, FORWARDED, KILL_MARGIN_MS, timedOutMessage } from './lock-common.cjs';
 import { randomHex } from './lock-gate-spawn.cjs';
 
 /**
@@ -59,9 +60,6 @@ const OPTIONS: Record<string, string> = {
 /** Resource names whose grant carries no value: simple, numeric name[N] (N >= 1), hierarchical. */
 const PLAIN_RESOURCE = /^(?:[A-Za-z][A-Za-z0-9]{0,127}(?:\[[1-9][0-9]{0,8}\])?|(?:\/[A-Za-z0-9_-]{1,64}){1,16})$/;
 const MODES = new Set(['NL', 'CR', 'CW', 'PR', 'PW', 'EX']);
-const FORWARDED = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'] as const;
-/** SIGKILL goes out this long before the lock can expire (as verbs/lock.ts). */
-const KILL_MARGIN_MS = 50;
 /** The agent answers a timed-out request itself; this much later the client gives up on its own. */
 const TIMEOUT_SLACK_MS = 250;
 /** How long a release may take (the full path's private client's request timeout). */
@@ -403,11 +401,10 @@ class FastLock {
 
   private fail(code: string, message: string): void {
     if (this.over) return;
-    const text =
-      code === 'LOCK_TIMEOUT' ? `The lock on ${this.r.resource} was not obtained because timeout (${this.r.timeoutMs} milliseconds) expired` : message;
+    const text = code === 'LOCK_TIMEOUT' ? timedOutMessage(this.r.resource, this.r.timeoutMs) : message;
     process.stderr.write(`corral lock: ${text} [${code}]\n`);
     this.abandon();
-    process.exit(code === 'RESOURCE_NOT_FOUND' ? 96 : code === 'LOCK_BUSY' || code === 'LOCK_TIMEOUT' || code === 'LOCK_LOST' ? 98 : 99);
+    process.exit(exitCodeOf({ code }));
   }
 
   /** CMD never runs: the trampoline goes, and the request with the connection. */

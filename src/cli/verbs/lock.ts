@@ -8,6 +8,7 @@ import { CorralError, isCorralError } from '../../api/errors.js';
 import { systemClock } from '../../util/clock.js';
 import type { OptionSpec, ParsedArgs, VerbSpec } from '../args.js';
 import type { CliIO, Verb } from '../verb.js';
+import { exitCodeOf, FORWARDED, KILL_MARGIN_MS, timedOutMessage } from '../lock-common.cjs';
 
 // Decides the request's one deadline and the kill time after a loss.
 const clock = systemClock;
@@ -110,9 +111,6 @@ supported: use a cluster (--config) and corral locks.`,
   ],
 };
 
-const FORWARDED = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'] as const;
-/** SIGKILL goes out this long before the lock can expire. */
-const KILL_MARGIN_MS = 50;
 /** A daemon that does not answer within this after being started is reported. */
 const DAEMON_START_BUDGET_MS = 15_000;
 
@@ -137,13 +135,6 @@ interface Settings {
 
 type Target = { kind: 'private'; socket: string } | { kind: 'cluster'; config: string } | { kind: 'tls'; host: string; port: number | undefined; config: string | undefined };
 
-/** FLoM's exit codes: 96 and 98 as their errors say, 99 for everything else. */
-function exitCodeOf(err: unknown): number {
-  const code = (err as { code?: unknown } | undefined)?.code;
-  if (code === 'RESOURCE_NOT_FOUND') return 96;
-  if (code === 'LOCK_BUSY' || code === 'LOCK_TIMEOUT' || code === 'LOCK_LOST') return 98;
-  return 99;
-}
 
 async function run(args: ParsedArgs, io: CliIO): Promise<number> {
   try {
@@ -590,7 +581,7 @@ async function lockAndRun(command: string[], s: Settings, target: Target, gate: 
     gate.abandon();
     if (signalledWhileWaiting) return 128 + (constants.signals[signalledWhileWaiting] ?? 0);
     // The agent counts the time left when it got the request; the user gave the whole deadline.
-    if (isCorralError(err, 'LOCK_TIMEOUT')) throw new CorralError('LOCK_TIMEOUT', `The lock on ${s.resource} was not obtained because timeout (${s.timeoutMs} milliseconds) expired`);
+    if (isCorralError(err, 'LOCK_TIMEOUT')) throw new CorralError('LOCK_TIMEOUT', timedOutMessage(s.resource, s.timeoutMs));
     throw err;
   }
 
