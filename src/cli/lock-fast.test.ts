@@ -185,8 +185,16 @@ describe('corral lock on the fast path, against a real private daemon', { concur
           }
         })
         .map(Number);
-    await waitUntil('the waiter’s trampoline', () => Promise.resolve(running().length === 1 ? true : undefined), 15_000, 10);
-    assert.equal(readFileSync(`/proc/${running()[0]}/cmdline`, 'utf8').split('\0')[0], '/bin/sh', 'the trampoline, waiting');
+    // (Between fork and exec the child still shows the waiter's node command line: wait for the exec.)
+    const argv0 = (pid: number): string | undefined => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0];
+      } catch {
+        return undefined;
+      }
+    };
+    await waitUntil('the waiter’s trampoline', () => Promise.resolve(running().some((pid) => argv0(pid) === '/bin/sh') ? true : undefined), 15_000, 10);
+    assert.deepEqual(running().map(argv0), ['/bin/sh'], 'only the trampoline, waiting: CMD has not run');
     await sleep(200); // queued behind the holder
     process.kill(waiter.pid, 'SIGKILL');
     await waiter.exited;
